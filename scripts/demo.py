@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""The demo: a real Synapse with the module, on 127.0.0.1:8008 and SQLite.
+
+It registers a server admin and a few users, makes a public parent room with
+them in it, prints what to try next, and runs until Ctrl-C, when it stops
+Synapse and leaves no process behind. Its files stay in ``.demo/`` (ignored by
+git) until the next run, which starts afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+from types import FrameType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synapse_process import SynapseProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8008)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".demo")
+    args = parser.parse_args()
+
+    # Every run starts from an empty server.
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    synapse = SynapseProcess(args.workdir, port=args.port)
+    synapse.write_config()
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(
+        f"Starting Synapse with synapse_breakout on {synapse.base_url} ...", flush=True
+    )
+    try:
+        synapse.start()
+        show_next_steps(synapse, set_up(synapse))
+        stop.wait()
+    finally:
+        print("\nStopping Synapse ...", flush=True)
+        synapse.stop()
+        print("Stopped.", flush=True)
+    return 0
+
+
+def set_up(synapse: SynapseProcess) -> dict[str, object]:
+    """Users and a public parent room; returns what the next steps need."""
+    tokens = {}
+    admin_id, tokens["admin"] = synapse.register("host", admin=True)
+    users = {}
+    for name in USERS:
+        users[name], tokens[name] = synapse.register(name)
+    # The creator outranks everyone (room version 12); alice is a moderator.
+    room_id = synapse.create_room(
+        tokens["admin"],
+        preset="public_chat",
+        name="Demo plenary",
+        power_level_content_override={"users": {users["alice"]: 50}},
+    )
+    for name in USERS:
+        synapse.join(tokens[name], room_id)
+    return {"admin_id": admin_id, "users": users, "tokens": tokens, "room_id": room_id}
+
+
+def show_next_steps(synapse: SynapseProcess, demo: dict[str, object]) -> None:
+    tokens = demo["tokens"]
+    assert isinstance(tokens, dict)
+    room = urllib.parse.quote(str(demo["room_id"]))
+    base = f"{synapse.base_url}/_synapse/client/breakout/v1"
+    print(json.dumps({k: demo[k] for k in ("admin_id", "users", "room_id")}, indent=2))
+    print(
+        f"""
+Ready. Synapse (pid {synapse.proc.pid if synapse.proc else "?"}) logs to {synapse.log_path}
+
+Access tokens:
+"""
+        + "\n".join(f"  {name:6} {token}" for name, token in tokens.items())
+        + f"""
+
+Try (a user at power level 0 in a public room may not send a break-out):
+  curl -s -X PUT -H 'Authorization: Bearer {tokens["bob"]}' \\
+    '{synapse.base_url}/_matrix/client/v3/rooms/{room}/state/org.matrix.msc3985.breakout/' \\
+    -d '{{"org.matrix.msc3985.breakout": {{}}}}'
+
+The admin API (docs/admin_api.md):
+  curl -s -H 'Authorization: Bearer {tokens["admin"]}' '{base}/rooms/{room}'
+
+Press Ctrl-C to stop.""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""A real Synapse process with the module, for the demo and the end-to-end tests.
+
+Standard library only (plus Synapse itself in the same interpreter): it writes a
+``homeserver.yaml`` into a work folder, starts ``python -m synapse.app.homeserver``
+in its own process group, waits for ``/_matrix/client/versions``, registers users
+through the shared-secret admin API, and stops the whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODULE = "synapse_breakout.BreakoutModule"
+
+LOG_CONFIG = """\
+version: 1
+formatters:
+  precise:
+    format: '%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s'
+handlers:
+  file:
+    class: logging.FileHandler
+    formatter: precise
+    filename: {log_file}
+    filters: [context]
+filters:
+  context:
+    (): synapse.logging.context.LoggingContextFilter
+    request: ""
+loggers:
+  synapse.storage.SQL:
+    level: WARNING
+  synapse_breakout:
+    level: DEBUG
+root:
+  level: INFO
+  handlers: [file]
+disable_existing_loggers: false
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body: Any):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class SynapseProcess:
+    """One Synapse homeserver process in ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int = 8008,
+        module_config: dict[str, Any] | None = None,
+        database: dict[str, Any] | None = None,
+        server_name: str = "localhost",
+        extra_config: dict[str, Any] | None = None,
+    ):
+        self.workdir = workdir.resolve()
+        self.port = port
+        self.server_name = server_name
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.config_path = self.workdir / "homeserver.yaml"
+        self.log_path = self.workdir / "homeserver.log"
+        self.pid_path = self.workdir / "homeserver.pid"
+        self.shared_secret = secrets.token_hex(16)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._module_config = module_config or {}
+        self._database = database or {
+            "name": "sqlite3",
+            "args": {"database": str(self.workdir / "homeserver.db")},
+        }
+        self._extra = extra_config or {}
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "log.config").write_text(
+            LOG_CONFIG.format(log_file=self.log_path)
+        )
+        unlimited = {"per_second": 10000, "burst_count": 100000}
+        config: dict[str, Any] = {
+            "server_name": self.server_name,
+            "pid_file": str(self.pid_path),
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "database": self._database,
+            "log_config": str(self.workdir / "log.config"),
+            "media_store_path": str(self.workdir / "media"),
+            "signing_key_path": str(self.workdir / "signing.key"),
+            "registration_shared_secret": self.shared_secret,
+            "report_stats": False,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "enable_registration": False,
+            "rc_message": unlimited,
+            "rc_registration": unlimited,
+            "rc_login": {"address": unlimited, "account": unlimited},
+            "rc_joins": {"local": unlimited, "remote": unlimited},
+            "rc_invites": {"per_room": unlimited, "per_user": unlimited},
+            "rc_admin_redaction": unlimited,
+            "modules": [{"module": MODULE, "config": self._module_config}],
+        }
+        config.update(self._extra)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start Synapse (writing its config first) and wait until it answers."""
+        if not self.config_path.exists():
+            self.write_config()
+        if not (self.workdir / "signing.key").exists():
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "synapse.app.homeserver",
+                    "-c",
+                    str(self.config_path),
+                    "--generate-keys",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "synapse.app.homeserver",
+                "-c",
+                str(self.config_path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"Synapse exited with {self.proc.returncode}; see {self.log_path}"
+                )
+            try:
+                self.request("GET", "/_matrix/client/versions")
+                return
+            except (OSError, HttpError):
+                time.sleep(0.2)
+        raise TimeoutError(f"Synapse did not answer within {timeout}s")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to Synapse's whole process group and reap it."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop Synapse gracefully (SIGTERM), or by SIGKILL after 30 seconds."""
+        self.kill(signal.SIGTERM)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        timeout: float = 60.0,
+    ) -> Any:
+        """Make a JSON request; returns the decoded body or raises HttpError."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = raw.decode(errors="replace")
+            raise HttpError(e.code, parsed) from None
+
+    def register(self, localpart: str, admin: bool = False) -> tuple[str, str]:
+        """Register a user through the shared-secret admin API: (user_id, token)."""
+        path = "/_synapse/admin/v1/register"
+        nonce = self.request("GET", path)["nonce"]
+        password = secrets.token_hex(8)
+        mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(
+            b"\x00".join(
+                [
+                    nonce.encode(),
+                    localpart.encode(),
+                    password.encode(),
+                    b"admin" if admin else b"notadmin",
+                ]
+            )
+        )
+        result = self.request(
+            "POST",
+            path,
+            body={
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
+        return result["user_id"], result["access_token"]
+
+    def create_room(self, token: str, **body: Any) -> str:
+        return str(
+            self.request("POST", "/_matrix/client/v3/createRoom", token, body)[
+                "room_id"
+            ]
+        )
+
+    def join(self, token: str, room_id: str) -> None:
+        quoted = urllib.parse.quote(room_id)
+        self.request("POST", f"/_matrix/client/v3/join/{quoted}", token, {})

@@ -1,0 +1,78 @@
+"""The README's demo: a real Synapse process with the module, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from synapse_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
+    port = free_port()
+    workdir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--port", str(port),
+         "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    synapse_pid = 0
+    try:
+        output = []
+        deadline = time.monotonic() + 60
+        assert demo.stdout is not None
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        text = "".join(output)
+        assert "Press Ctrl-C to stop." in text, text
+
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/_matrix/client/versions", timeout=10
+        ) as resp:
+            assert "versions" in json.load(resp)
+        log = (workdir / "homeserver.log").read_text()
+        assert "synapse_breakout loaded" in log
+        assert "/_synapse/client/breakout/v1" in text  # the curl line to try
+        match = re.search(r"Synapse \(pid (\d+)\)", text)
+        assert match, text
+        synapse_pid = int(match.group(1))
+        assert _alive(synapse_pid)
+
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert demo.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while _alive(synapse_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(synapse_pid), "Synapse outlived the demo"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if synapse_pid and _alive(synapse_pid):
+            os.kill(synapse_pid, signal.SIGKILL)
+            pytest.fail("Synapse was left running")
