@@ -12,6 +12,7 @@ from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
 
+from synapse_breakout.module import BreakoutModule
 from synapse_breakout.store import BreakoutStore
 from tests import unittest
 
@@ -31,9 +32,20 @@ class BreakoutTestCase(unittest.HomeserverTestCase):
 
     def default_config(self) -> dict[str, Any]:
         config = super().default_config()
-        config.update(module_config())
+        # @override_config has been applied by now: keep its modules entry.
+        config.setdefault("modules", module_config()["modules"])
         return config
 
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         self.module_api: ModuleApi = hs.get_module_api()
         self.store = BreakoutStore(self.module_api)
+
+
+def find_module(hs: HomeServer) -> BreakoutModule:
+    """The module instance loaded into ``hs``, found through its rules callback."""
+    rules = hs.get_module_api_callbacks().third_party_event_rules
+    for callback in rules._check_event_allowed_callbacks:
+        module = getattr(callback, "__self__", None)
+        if isinstance(module, BreakoutModule):
+            return module
+    raise AssertionError("synapse_breakout is not loaded in this homeserver")

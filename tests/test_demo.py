@@ -30,8 +30,14 @@ def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None
     port = free_port()
     workdir = tmp_path / "demo"
     demo = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--port", str(port),
-         "--workdir", str(workdir)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--port",
+            str(port),
+            "--workdir",
+            str(workdir),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

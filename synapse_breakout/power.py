@@ -1,0 +1,92 @@
+"""Power levels, join rules and memberships read from a room's state.
+
+Pure functions over a state map ``{(type, state_key): event}`` such as the one
+Synapse hands to third-party rules callbacks (the state before the event). They
+follow the Matrix authorization rules: ``users``, then ``users_default``; no
+power-levels event means the creator has 100 and everyone else 0; from room
+version 12 (MSC4289) the room's creators outrank everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+
+#: The level of a room version 12 creator (Synapse's CREATOR_POWER_LEVEL).
+CREATOR_POWER_LEVEL = 2**53
+
+
+class StateEvent(Protocol):
+    @property
+    def sender(self) -> str: ...
+    @property
+    def content(self) -> Mapping[str, Any]: ...
+
+
+StateMap = Mapping[tuple[str, str], StateEvent]
+
+
+def _as_int(value: Any, default: int) -> int:
+    """Power levels may be strings in old room versions."""
+    if isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _creators(state: StateMap) -> tuple[bool, frozenset[str]]:
+    """(creators outrank everyone?, the creators) from the create event."""
+    create = state.get(("m.room.create", ""))
+    if create is None:
+        return False, frozenset()
+    version = KNOWN_ROOM_VERSIONS.get(str(create.content.get("room_version", "1")))
+    creators = {create.sender}
+    extra = create.content.get("additional_creators")
+    if isinstance(extra, list):
+        creators.update(u for u in extra if isinstance(u, str))
+    if version is not None and version.msc4289_creator_power_enabled:
+        return True, frozenset(creators)
+    # Before version 11 the creator is named in the content.
+    creator = create.content.get("creator", create.sender)
+    return False, frozenset({creator if isinstance(creator, str) else create.sender})
+
+
+def user_power_level(user_id: str, state: StateMap) -> int:
+    """The power level of ``user_id`` in the room whose state is ``state``."""
+    outrank, creators = _creators(state)
+    if outrank and user_id in creators:
+        return CREATOR_POWER_LEVEL
+    power_levels = state.get(("m.room.power_levels", ""))
+    if power_levels is None:
+        return 100 if user_id in creators else 0
+    users = power_levels.content.get("users")
+    if isinstance(users, Mapping) and user_id in users:
+        return _as_int(users[user_id], 0)
+    return _as_int(power_levels.content.get("users_default"), 0)
+
+
+def required_level_to_send(event_type: str, state: StateMap) -> int:
+    """The level the room's own power levels need to send this state event."""
+    power_levels = state.get(("m.room.power_levels", ""))
+    if power_levels is None:
+        return 0
+    events = power_levels.content.get("events")
+    if isinstance(events, Mapping) and event_type in events:
+        return _as_int(events[event_type], 50)
+    return _as_int(power_levels.content.get("state_default"), 50)
+
+
+def join_rule(state: StateMap) -> str | None:
+    event = state.get(("m.room.join_rules", ""))
+    rule = event.content.get("join_rule") if event is not None else None
+    return rule if isinstance(rule, str) else None
+
+
+def membership(user_id: str, state: StateMap) -> str | None:
+    event = state.get(("m.room.member", user_id))
+    value = event.content.get("membership") if event is not None else None
+    return value if isinstance(value, str) else None

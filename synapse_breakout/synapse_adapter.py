@@ -1,0 +1,105 @@
+"""The few Synapse internals the public module API does not offer, in one place.
+
+Everything else in the module goes through ``synapse.module_api``. Each function
+here says why it must reach further, checks the shape of what it touches and
+falls back safely when a Synapse release changes it. ``tests/test_synapse_adapter.py``
+runs them against the installed Synapse.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any
+
+from synapse.events import EventBase
+from synapse.module_api import ModuleApi
+from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
+
+logger = logging.getLogger(__name__)
+
+
+def _known_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
+    txn.execute(
+        "SELECT DISTINCT room_id FROM state_events"
+        f" WHERE type = 'm.room.create' AND state_key = '' AND {clause}",
+        args,
+    )
+    return {row[0] for row in txn}
+
+
+async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
+    """The rooms among ``room_ids`` whose create event this server holds.
+
+    Why internal: the module API can only look up one room at a time
+    (``get_room_state``, and it raises for unknown rooms); a break-out lists up
+    to ``max_child_rooms`` children and must cost one query, whatever their
+    number. So this reads Synapse's ``state_events`` table, which holds every
+    state event the server has stored, through the public
+    ``run_db_interaction``.
+    """
+    wanted = sorted(set(room_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_rooms_with_create_event", _known_rooms_txn, wanted
+    )
+
+
+CheckEventAllowed = Callable[
+    [EventBase, Any], Awaitable[tuple[bool, dict[str, Any] | None]]
+]
+
+
+def skip_state_load_for_other_event_types(
+    api: ModuleApi, callback: Callable[..., Any], event_types: Collection[str]
+) -> bool:
+    """Keep Synapse from loading a room's state for events the module ignores.
+
+    Why internal: once any ``check_event_allowed`` callback is registered,
+    Synapse fetches the full state of the room before every local event, to
+    hand it to the callbacks; for a message in a large room whose state is not
+    in the event cache that is the whole cost (see docs/performance.md). The
+    module API offers no way to say which event types a callback wants. So this
+    wraps Synapse's dispatcher: for an event whose type is not in
+    ``event_types``, when the only registered callbacks are ``callback``
+    (which would allow it), it answers "allowed" without loading state. Any
+    other module's callback, or any break-out event, goes through Synapse's own
+    dispatcher unchanged.
+
+    Returns:
+        Whether the shortcut is in place (False: Synapse's layout is not the
+        one this was written for, and everything stays as Synapse does it).
+    """
+    hs = getattr(api, "_hs", None)
+    rules = hs.get_module_api_callbacks().third_party_event_rules if hs else None
+    callbacks = getattr(rules, "_check_event_allowed_callbacks", None)
+    original = getattr(rules, "check_event_allowed", None)
+    if (
+        not isinstance(callbacks, list)
+        or original is None
+        or list(inspect.signature(original).parameters) != ["event", "context"]
+    ):
+        logger.warning(
+            "synapse_breakout: this Synapse's third-party rules dispatcher is not "
+            "the one expected; every event will load its room's state"
+        )
+        return False
+    if getattr(original, "_breakout_filtered", False):
+        return True
+
+    @functools.wraps(original)
+    async def check_event_allowed(
+        event: EventBase, context: Any
+    ) -> tuple[bool, dict[str, Any] | None]:
+        if event.type not in event_types and all(cb == callback for cb in callbacks):
+            return True, None
+        result: tuple[bool, dict[str, Any] | None] = await original(event, context)
+        return result
+
+    check_event_allowed._breakout_filtered = True  # type: ignore[attr-defined]
+    rules.check_event_allowed = check_event_allowed  # type: ignore[union-attr]
+    return True

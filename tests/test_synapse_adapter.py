@@ -1,0 +1,154 @@
+"""The adapter over Synapse internals, run against the installed Synapse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import BreakoutTestCase, find_module
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.events import EventBase, make_event_from_dict
+from synapse.rest import admin
+from synapse.rest.client import login, room
+from synapse.server import HomeServer
+from synapse.storage.database import LoggingTransaction
+from synapse.util.clock import Clock
+from twisted.internet.testing import MemoryReactor
+
+from synapse_breakout import synapse_adapter
+from synapse_breakout.config import BREAKOUT_EVENT_TYPES
+
+
+class StateLoadedError(Exception):
+    """Raised when Synapse's dispatcher starts loading the room's state."""
+
+
+class ExplodingContext:
+    async def get_prev_state_ids(self, *args: Any, **kwargs: Any) -> Any:
+        raise StateLoadedError()
+
+
+def event(event_type: str, state_key: str | None = "") -> EventBase:
+    d: dict[str, Any] = {
+        "type": event_type,
+        "room_id": "!r:test",
+        "sender": "@u:test",
+        "content": {},
+        "origin_server_ts": 0,
+        "auth_events": [],
+        "prev_events": [],
+        "depth": 1,
+        "hashes": {"sha256": "x"},
+        "signatures": {},
+    }
+    if state_key is not None:
+        d["state_key"] = state_key
+    return make_event_from_dict(d, KNOWN_ROOM_VERSIONS["10"])
+
+
+class DispatcherShortcutTestCase(BreakoutTestCase):
+    def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
+        super().prepare(reactor, clock, hs)
+        self.rules = hs.get_module_api_callbacks().third_party_event_rules
+
+    def dispatch(self, ev: EventBase) -> Any:
+        return self.get_success_or_raise(
+            self.rules.check_event_allowed(ev, ExplodingContext())
+        )
+
+    def test_installed_on_this_synapse(self) -> None:
+        self.assertTrue(self.rules.check_event_allowed._breakout_filtered)
+        # Installing twice keeps one wrapper.
+        module = find_module(self.hs)
+        self.assertTrue(
+            synapse_adapter.skip_state_load_for_other_event_types(
+                self.module_api, module.check_event_allowed, BREAKOUT_EVENT_TYPES
+            )
+        )
+
+    def test_other_event_types_skip_the_state_load(self) -> None:
+        self.assertEqual(self.dispatch(event("m.room.message", None)), (True, None))
+        self.assertEqual(self.dispatch(event("m.room.topic")), (True, None))
+
+    def test_breakout_events_still_load_state_and_run_the_rules(self) -> None:
+        for event_type in BREAKOUT_EVENT_TYPES:
+            with self.assertRaises(StateLoadedError):
+                self.dispatch(event(event_type))
+
+    def test_another_modules_callback_still_sees_every_event(self) -> None:
+        seen: list[str] = []
+
+        async def other(ev: EventBase, state: Any) -> tuple[bool, None]:
+            seen.append(ev.type)
+            return True, None
+
+        self.module_api.register_third_party_rules_callbacks(check_event_allowed=other)
+        with self.assertRaises(StateLoadedError):
+            self.dispatch(event("m.room.message", None))
+
+    def test_falls_back_when_synapse_differs(self) -> None:
+        class NotSynapse:
+            pass
+
+        self.assertFalse(
+            synapse_adapter.skip_state_load_for_other_event_types(
+                NotSynapse(),  # type: ignore[arg-type]
+                lambda: None,
+                BREAKOUT_EVENT_TYPES,
+            )
+        )
+
+
+class RoomsWithCreateEventTestCase(BreakoutTestCase):
+    servlets = [
+        admin.register_servlets,
+        login.register_servlets,
+        room.register_servlets,
+    ]
+
+    def test_one_query_finds_the_known_rooms(self) -> None:
+        user = self.register_user("u", "pass")
+        tok = self.login("u", "pass")
+        rooms = [self.helper.create_room_as(user, tok=tok) for _ in range(5)]
+        rooms.append(self.helper.create_room_as(user, tok=tok, room_version="12"))
+        unknown = ["!nope:test", "!" + "Z" * 43, "!x:elsewhere.example"]
+        db_pool = self.hs.get_datastores().main.db_pool
+        original = db_pool.runInteraction
+        descs: list[str] = []
+
+        def counting(desc: str, *args: Any, **kwargs: Any) -> Any:
+            descs.append(desc)
+            return original(desc, *args, **kwargs)
+
+        db_pool.runInteraction = counting  # type: ignore[method-assign]
+        try:
+            found = self.get_success(
+                synapse_adapter.rooms_with_create_event(
+                    self.module_api, rooms + unknown
+                )
+            )
+            none = self.get_success(
+                synapse_adapter.rooms_with_create_event(self.module_api, [])
+            )
+        finally:
+            db_pool.runInteraction = original  # type: ignore[method-assign]
+        self.assertEqual(found, set(rooms))
+        self.assertEqual(none, set())
+        self.assertEqual(descs, ["breakout_rooms_with_create_event"])
+
+    def test_a_room_whose_create_event_is_gone_is_unknown(self) -> None:
+        user = self.register_user("u", "pass")
+        tok = self.login("u", "pass")
+        room_id = self.helper.create_room_as(user, tok=tok)
+        assert room_id is not None
+
+        def drop_txn(txn: LoggingTransaction) -> None:
+            txn.execute(
+                "DELETE FROM state_events WHERE room_id = ? AND type = 'm.room.create'",
+                (room_id,),
+            )
+
+        self.get_success(self.module_api.run_db_interaction("test_drop", drop_txn))
+        found = self.get_success(
+            synapse_adapter.rooms_with_create_event(self.module_api, [room_id])
+        )
+        self.assertEqual(found, set())
