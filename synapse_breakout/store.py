@@ -9,9 +9,12 @@ that a table exists.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
+import attrs
 from synapse.module_api import ModuleApi
 from synapse.storage.database import LoggingTransaction
 
@@ -22,8 +25,10 @@ logger = logging.getLogger(__name__)
 # statement must be valid on both SQLite and PostgreSQL.
 _MIGRATIONS: Sequence[Sequence[str]] = (
     (
-        # One journal row per admin operation (start, end, move). `state` is
-        # pending -> committed, or pending -> rolling_back -> rolled_back.
+        # One journal row per admin operation. `state` is pending -> committed,
+        # or pending -> (rolling_back ->) rolled_back. `instance` and
+        # `process_token` tell recovery which process ran it; `response` is
+        # the JSON answer (replayed for a repeated txn_id).
         """
         CREATE TABLE IF NOT EXISTS breakout_operations (
             op_id TEXT NOT NULL PRIMARY KEY,
@@ -32,10 +37,12 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
             requester TEXT NOT NULL,
             txn_id TEXT,
             state TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            process_token TEXT NOT NULL,
             created_ts BIGINT NOT NULL,
             updated_ts BIGINT NOT NULL,
             response TEXT,
-            error TEXT
+            acting_user TEXT
         )
         """,
         # NULL txn_ids are distinct on both engines: only real txn_ids collide.
@@ -171,4 +178,332 @@ class BreakoutStore:
         """The schema version recorded in the database, or None before creation."""
         return await self._api.run_db_interaction(
             "breakout_get_schema_version", _schema_version_txn
+        )
+
+
+# --- The operation journal (admin API) -------------------------------------
+
+
+@attrs.frozen
+class Operation:
+    """A journal row: one admin API operation and how far it got."""
+
+    op_id: str
+    kind: str
+    parent_room_id: str
+    requester: str
+    txn_id: str | None
+    state: str
+    instance: str
+    process_token: str
+    created_ts: int
+    updated_ts: int
+    response: Any
+    acting_user: str | None
+
+
+@attrs.frozen
+class ActiveBreakout:
+    """A break-out started through the admin API and not ended yet."""
+
+    parent_room_id: str
+    op_id: str
+    event_id: str
+    acting_user: str
+    move: str
+    started_ts: int
+    ends_at: int | None
+
+
+class OperationState:
+    PENDING = "pending"
+    COMMITTED = "committed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+
+
+_OP_COLUMNS = (
+    "op_id, kind, parent_room_id, requester, txn_id, state, instance, "
+    "process_token, created_ts, updated_ts, response, acting_user"
+)
+_ACTIVE_COLUMNS = (
+    "parent_room_id, op_id, event_id, acting_user, move, started_ts, ends_at"
+)
+
+
+def _operation(row: Sequence[Any]) -> Operation:
+    values = list(row)
+    values[10] = json.loads(values[10]) if values[10] is not None else None
+    return Operation(*values)
+
+
+def _find_txn_op_txn(
+    txn: LoggingTransaction, requester: str, txn_id: str
+) -> Operation | None:
+    txn.execute(
+        f"SELECT {_OP_COLUMNS} FROM breakout_operations"
+        " WHERE requester = ? AND txn_id = ?",
+        (requester, txn_id),
+    )
+    row = txn.fetchone()
+    return _operation(row) if row else None
+
+
+def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | None:
+    """Insert ``op`` and take its parent's lock; None if the lock is held."""
+    if op.txn_id is not None:
+        earlier = _find_txn_op_txn(txn, op.requester, op.txn_id)
+        if earlier is not None:
+            return earlier
+    txn.execute(
+        "INSERT INTO breakout_parent_locks (parent_room_id, op_id, locked_ts)"
+        " VALUES (?, ?, ?) ON CONFLICT (parent_room_id) DO NOTHING",
+        (op.parent_room_id, op.op_id, op.created_ts),
+    )
+    if txn.rowcount != 1:
+        return None
+    txn.execute(
+        f"INSERT INTO breakout_operations ({_OP_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            op.op_id,
+            op.kind,
+            op.parent_room_id,
+            op.requester,
+            op.txn_id,
+            op.state,
+            op.instance,
+            op.process_token,
+            op.created_ts,
+            op.updated_ts,
+            None,
+            op.acting_user,
+        ),
+    )
+    return op
+
+
+def _record_room_txn(
+    txn: LoggingTransaction, op_id: str, room_id: str, now: int
+) -> None:
+    txn.execute(
+        "INSERT INTO breakout_op_rooms (op_id, room_id, created_ts) VALUES (?, ?, ?)",
+        (op_id, room_id, now),
+    )
+    txn.execute(
+        "UPDATE breakout_operations SET updated_ts = ? WHERE op_id = ?", (now, op_id)
+    )
+
+
+def _op_rooms_txn(txn: LoggingTransaction, op_id: str) -> list[str]:
+    txn.execute(
+        "SELECT room_id FROM breakout_op_rooms WHERE op_id = ? ORDER BY created_ts",
+        (op_id,),
+    )
+    return [row[0] for row in txn]
+
+
+def _finish_operation_txn(
+    txn: LoggingTransaction,
+    op_id: str,
+    state: str,
+    response: Any,
+    now: int,
+    active: ActiveBreakout | None,
+) -> bool:
+    """Move a pending operation to ``state``; False if it was not pending."""
+    txn.execute(
+        "UPDATE breakout_operations SET state = ?, response = ?, updated_ts = ?"
+        " WHERE op_id = ? AND state IN (?, ?)",
+        (
+            state,
+            json.dumps(response),
+            now,
+            op_id,
+            OperationState.PENDING,
+            OperationState.ROLLING_BACK,
+        ),
+    )
+    if txn.rowcount != 1:
+        return False
+    txn.execute("DELETE FROM breakout_parent_locks WHERE op_id = ?", (op_id,))
+    if active is not None:
+        txn.execute(
+            "DELETE FROM breakout_active WHERE parent_room_id = ?",
+            (active.parent_room_id,),
+        )
+        txn.execute(
+            f"INSERT INTO breakout_active ({_ACTIVE_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            attrs.astuple(active),
+        )
+    return True
+
+
+def _set_response_txn(
+    txn: LoggingTransaction, op_id: str, response: Any, now: int
+) -> None:
+    txn.execute(
+        "UPDATE breakout_operations SET response = ?, updated_ts = ? WHERE op_id = ?",
+        (json.dumps(response), now, op_id),
+    )
+
+
+def _unfinished_txn(txn: LoggingTransaction) -> list[Operation]:
+    txn.execute(
+        f"SELECT {_OP_COLUMNS} FROM breakout_operations WHERE state IN (?, ?)"
+        " ORDER BY created_ts",
+        (OperationState.PENDING, OperationState.ROLLING_BACK),
+    )
+    return [_operation(row) for row in txn]
+
+
+def _get_active_txn(txn: LoggingTransaction, parent: str) -> ActiveBreakout | None:
+    txn.execute(
+        f"SELECT {_ACTIVE_COLUMNS} FROM breakout_active WHERE parent_room_id = ?",
+        (parent,),
+    )
+    row = txn.fetchone()
+    return ActiveBreakout(*row) if row else None
+
+
+def _list_active_txn(txn: LoggingTransaction) -> list[ActiveBreakout]:
+    txn.execute(f"SELECT {_ACTIVE_COLUMNS} FROM breakout_active")
+    return [ActiveBreakout(*row) for row in txn]
+
+
+def _due_txn(txn: LoggingTransaction, now: int) -> list[ActiveBreakout]:
+    txn.execute(
+        f"SELECT {_ACTIVE_COLUMNS} FROM breakout_active"
+        " WHERE ends_at IS NOT NULL AND ends_at <= ?",
+        (now,),
+    )
+    return [ActiveBreakout(*row) for row in txn]
+
+
+def _claim_end_txn(txn: LoggingTransaction, parent: str, op_id: str) -> bool:
+    txn.execute(
+        "DELETE FROM breakout_active WHERE parent_room_id = ? AND op_id = ?",
+        (parent, op_id),
+    )
+    return txn.rowcount == 1
+
+
+def _lock_txn(txn: LoggingTransaction, parent: str, op_id: str, now: int) -> bool:
+    txn.execute(
+        "INSERT INTO breakout_parent_locks (parent_room_id, op_id, locked_ts)"
+        " VALUES (?, ?, ?) ON CONFLICT (parent_room_id) DO NOTHING",
+        (parent, op_id, now),
+    )
+    return txn.rowcount == 1
+
+
+def _unlock_txn(txn: LoggingTransaction, parent: str, op_id: str) -> None:
+    txn.execute(
+        "DELETE FROM breakout_parent_locks WHERE parent_room_id = ? AND op_id = ?",
+        (parent, op_id),
+    )
+
+
+class OperationStore:
+    """The journal of admin operations, the per-parent locks, active break-outs."""
+
+    def __init__(self, api: ModuleApi):
+        self._api = api
+
+    async def begin(self, op: Operation) -> Operation | None:
+        """Journal ``op`` and lock its parent.
+
+        Returns:
+            ``op`` when it may proceed; the earlier operation with the same
+            ``txn_id`` from the same requester, if any; None when another
+            operation holds the parent's lock.
+        """
+        return await self._api.run_db_interaction(
+            "breakout_begin_operation", _begin_operation_txn, op
+        )
+
+    async def record_room(self, op_id: str, room_id: str) -> None:
+        """Record a room the operation created, as soon as it exists."""
+        await self._api.run_db_interaction(
+            "breakout_record_room",
+            _record_room_txn,
+            op_id,
+            room_id,
+            self._api.get_current_time_msec(),
+        )
+
+    async def rooms_of(self, op_id: str) -> list[str]:
+        return await self._api.run_db_interaction(
+            "breakout_op_rooms", _op_rooms_txn, op_id
+        )
+
+    async def finish(
+        self,
+        op_id: str,
+        state: str,
+        response: Any,
+        active: ActiveBreakout | None = None,
+    ) -> bool:
+        """End an operation (committed or rolled back), releasing its lock.
+
+        With ``active``, also records (or replaces) the parent's active
+        break-out, in the same transaction.
+        """
+        return await self._api.run_db_interaction(
+            "breakout_finish_operation",
+            _finish_operation_txn,
+            op_id,
+            state,
+            response,
+            self._api.get_current_time_msec(),
+            active,
+        )
+
+    async def set_response(self, op_id: str, response: Any) -> None:
+        """Replace the stored response (after the best-effort moves)."""
+        await self._api.run_db_interaction(
+            "breakout_set_response",
+            _set_response_txn,
+            op_id,
+            response,
+            self._api.get_current_time_msec(),
+        )
+
+    async def unfinished(self) -> list[Operation]:
+        return await self._api.run_db_interaction(
+            "breakout_unfinished_operations", _unfinished_txn
+        )
+
+    async def get_active(self, parent: str) -> ActiveBreakout | None:
+        return await self._api.run_db_interaction(
+            "breakout_get_active", _get_active_txn, parent
+        )
+
+    async def list_active(self) -> list[ActiveBreakout]:
+        return await self._api.run_db_interaction(
+            "breakout_list_active", _list_active_txn
+        )
+
+    async def due(self, now: int) -> list[ActiveBreakout]:
+        return await self._api.run_db_interaction("breakout_due", _due_txn, now)
+
+    async def claim_end(self, parent: str, op_id: str) -> bool:
+        """Remove the active row; True for the one caller that removed it."""
+        return await self._api.run_db_interaction(
+            "breakout_claim_end", _claim_end_txn, parent, op_id
+        )
+
+    async def lock(self, parent: str, op_id: str) -> bool:
+        return await self._api.run_db_interaction(
+            "breakout_lock_parent",
+            _lock_txn,
+            parent,
+            op_id,
+            self._api.get_current_time_msec(),
+        )
+
+    async def unlock(self, parent: str, op_id: str) -> None:
+        await self._api.run_db_interaction(
+            "breakout_unlock_parent", _unlock_txn, parent, op_id
         )

@@ -17,6 +17,7 @@ from typing import Any
 from synapse.events import EventBase
 from synapse.module_api import ModuleApi
 from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
+from synapse.types import UserID, create_requester
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +104,72 @@ def skip_state_load_for_other_event_types(
     check_event_allowed._breakout_filtered = True  # type: ignore[attr-defined]
     rules.check_event_allowed = check_event_allowed  # type: ignore[union-attr]
     return True
+
+
+async def send_event(api: ModuleApi, event_dict: dict[str, Any]) -> EventBase:
+    """Send a non-membership event as a local user, without rate limiting.
+
+    Why internal: ``ModuleApi.create_and_send_event_into_room`` applies the
+    sender's message rate limit (``rc_message``). A host's break-out sends a
+    notice to every child room at once (broadcast, end), which the default
+    limit (0.2/s, burst 10) would refuse half-way. The event still passes every
+    event rule and authorization check.
+    """
+    requester = create_requester(
+        event_dict["sender"], authenticated_entity=api.server_name
+    )
+    handler = api._hs.get_event_creation_handler()
+    event, _ = await handler.create_and_send_nonmember_event(
+        requester, event_dict, ratelimit=False
+    )
+    return event
+
+
+async def update_membership(
+    api: ModuleApi, sender: str, target: str, room_id: str, membership: str
+) -> str:
+    """Change a membership as a local user, without rate limiting.
+
+    Why internal: ``ModuleApi.update_room_membership`` applies the invite and
+    join rate limits (``rc_invites``, ``rc_joins``: bursts of about 10), and a
+    break-out moves up to ``max_users_per_room`` users per room in one call.
+    Authorization is unchanged: the sender still needs the power to invite or
+    kick, and a join still obeys the room's join rule.
+
+    Returns:
+        The event ID of the membership event.
+    """
+    requester = create_requester(sender, authenticated_entity=api.server_name)
+    event_id, _ = await api._hs.get_room_member_handler().update_membership(
+        requester=requester,
+        target=UserID.from_string(target),
+        room_id=room_id,
+        action=membership,
+        ratelimit=False,
+    )
+    return event_id
+
+
+def _created_rooms_txn(
+    txn: LoggingTransaction, sender: str, since_ts: int
+) -> list[str]:
+    txn.execute(
+        "SELECT room_id FROM events WHERE type = 'm.room.create' AND sender = ?"
+        " AND origin_server_ts >= ?",
+        (sender, since_ts),
+    )
+    return [row[0] for row in txn]
+
+
+async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[str]:
+    """Rooms whose create event ``sender`` sent at or after ``since_ts`` (ms).
+
+    Why internal: a crash can fall between Synapse persisting a child room's
+    create event and the module journalling the room; recovery finds such
+    rooms by their creator and creation time (then checks the operation marker
+    in their create event through the public ``get_room_state``). No module
+    API lists rooms by creator.
+    """
+    return await api.run_db_interaction(
+        "breakout_rooms_created_by", _created_rooms_txn, sender, since_ts
+    )

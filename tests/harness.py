@@ -11,6 +11,7 @@ from synapse.module_api import ModuleApi
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
+from twisted.web.resource import Resource
 
 from synapse_breakout.module import BreakoutModule
 from synapse_breakout.store import BreakoutStore
@@ -35,6 +36,13 @@ class BreakoutTestCase(unittest.HomeserverTestCase):
         # @override_config has been applied by now: keep its modules entry.
         config.setdefault("modules", module_config()["modules"])
         return config
+
+    def create_resource_dict(self) -> dict[str, Resource]:
+        # Synapse's app adds module resources to its listeners; the harness
+        # does not, so the tests do.
+        resources = super().create_resource_dict()
+        resources.update(self.hs._module_web_resources)
+        return resources
 
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         self.module_api: ModuleApi = hs.get_module_api()

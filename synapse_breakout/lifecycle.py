@@ -1,0 +1,252 @@
+"""What runs in the background, once, on the instance that runs background tasks.
+
+- Recovery, at start-up and every ``recovery_interval_seconds``: operations a
+  crash left unfinished are rolled back (or forward, when their break-out event
+  was sent), and rooms of rolled-back operations are deleted until none is left.
+- Timers: a break-out whose ``duration_seconds`` has passed is ended as
+  ``DELETE`` would, with the message "Time is up", once.
+- Ejection (``eject_on_parent_leave``): a user who left or was banned from a
+  parent is removed from the children of its active break-out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from synapse.api.errors import SynapseError
+from synapse.module_api import ModuleApi
+
+from synapse_breakout import synapse_adapter
+from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.metrics import RECOVERIES
+from synapse_breakout.operations import TIME_IS_UP, BreakoutOperations
+from synapse_breakout.power import membership
+from synapse_breakout.store import (
+    ActiveBreakout,
+    Operation,
+    OperationState,
+    OperationStore,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How often deadlines are checked.
+TIMER_INTERVAL_MS = 1000
+#: How often children are compared with their parent's members.
+EJECTION_INTERVAL_MS = 5000
+#: A pending operation of another process that has not moved for this long is
+#: taken for dead (every created room refreshes it).
+STALE_AFTER_MS = 120_000
+
+
+class Lifecycle:
+    """Recovery, timers and ejection."""
+
+    def __init__(
+        self,
+        config: BreakoutConfig,
+        api: ModuleApi,
+        store: OperationStore,
+        operations: BreakoutOperations,
+    ):
+        self._config = config
+        self._api = api
+        self._store = store
+        self._ops = operations
+
+    def schedule(self) -> None:
+        """Start the loops (the caller runs ``recover`` once at start-up)."""
+        self._api.looping_background_call(
+            self.recover,
+            self._config.recovery_interval_seconds * 1000,
+            desc="breakout_recover",
+        )
+        self._api.looping_background_call(
+            self.end_due, TIMER_INTERVAL_MS, desc="breakout_timers"
+        )
+        if self._config.eject_on_parent_leave:
+            self._api.looping_background_call(
+                self.eject_leavers, EJECTION_INTERVAL_MS, desc="breakout_eject"
+            )
+
+    # --- recovery -------------------------------------------------------------------
+
+    def _abandoned(self, op: Operation, now: int) -> bool:
+        if op.state == OperationState.ROLLING_BACK:
+            return True
+        if op.instance == self._ops.instance:
+            return op.process_token != self._ops.process_token
+        return now - op.updated_ts > STALE_AFTER_MS
+
+    async def recover(self) -> int:
+        """Finish every operation a crash left unfinished; returns how many."""
+        now = self._api.get_current_time_msec()
+        finished = 0
+        for op in await self._store.unfinished():
+            if not self._abandoned(op, now):
+                continue
+            try:
+                if await self._recover_one(op):
+                    finished += 1
+            except Exception:
+                RECOVERIES.labels("error").inc()
+                logger.exception("Recovering break-out operation %s failed", op.op_id)
+        return finished
+
+    async def _recover_one(self, op: Operation) -> bool:
+        rooms = await self._ops.operation_rooms(op)
+        if op.state == OperationState.PENDING and rooms:
+            try:
+                state = await self._ops.parent_state(op.parent_room_id)
+            except SynapseError:
+                state = {}
+            current = self._ops.current(state)
+            if (
+                current.event is not None
+                and current.content is not None
+                and (set(current.content.room_ids) == rooms)
+            ):
+                await self._roll_forward(
+                    op,
+                    current.event.event_id,
+                    current.event.origin_server_ts,
+                    current.content.to_json(),
+                )
+                return True
+        if op.state == OperationState.PENDING:
+            logger.info("Rolling back break-out %s, left unfinished", op.op_id)
+            done = await self._ops.roll_back(
+                op,
+                {
+                    "status": 500,
+                    "errcode": "M_UNKNOWN",
+                    "error": "the homeserver stopped during the operation; it was "
+                    "rolled back",
+                },
+            )
+        else:
+            remaining = await synapse_adapter.rooms_with_create_event(self._api, rooms)
+            for room_id in sorted(remaining):
+                await self._api.delete_room(room_id)
+            done = not remaining
+            if done:
+                await self._store.finish(
+                    op.op_id, OperationState.ROLLED_BACK, op.response
+                )
+        if done:
+            RECOVERIES.labels("rolled_back").inc()
+            logger.info("Break-out %s rolled back: no room of it is left", op.op_id)
+        return done
+
+    async def _roll_forward(
+        self, op: Operation, event_id: str, sent_ts: int, content: dict[str, Any]
+    ) -> None:
+        """The break-out event was sent before the crash: the operation stands."""
+        ((_, children),) = content.items()
+        rooms = [
+            {"room_id": r, "name": None, "users": e.get("users", []), "via": e["via"]}
+            for r, e in children.items()
+        ]
+        failed = [
+            {
+                "user_id": user,
+                "errcode": "M_UNKNOWN",
+                "error": "the homeserver stopped before this user was moved",
+            }
+            for room in rooms
+            for user in room["users"]
+        ]
+        response = {
+            "room_id": op.parent_room_id,
+            "event_id": event_id,
+            "rooms": rooms,
+            "ends_at": None,
+            "failed_users": failed,
+        }
+        assert op.acting_user is not None
+        await self._store.finish(
+            op.op_id,
+            OperationState.COMMITTED,
+            {"status": 200, "body": response},
+            ActiveBreakout(
+                parent_room_id=op.parent_room_id,
+                op_id=op.op_id,
+                event_id=event_id,
+                acting_user=op.acting_user,
+                move="suggest",
+                started_ts=sent_ts,
+                ends_at=None,
+            ),
+        )
+        RECOVERIES.labels("rolled_forward").inc()
+        logger.info("Break-out %s was sent before a crash: kept", op.op_id)
+
+    # --- timers -----------------------------------------------------------------------
+
+    async def end_due(self) -> int:
+        """End every break-out whose deadline has passed; returns how many."""
+        ended = 0
+        for active in await self._store.due(self._api.get_current_time_msec()):
+            try:
+                await self._ops.end(
+                    active.acting_user, active.parent_room_id, TIME_IS_UP, False
+                )
+                ended += 1
+            except SynapseError as e:
+                # Ended by hand meanwhile (404), or no one can act any more.
+                logger.info(
+                    "Break-out in %s was due but not ended: %s",
+                    active.parent_room_id,
+                    e.msg,
+                )
+            # Whatever happened, this deadline is spent.
+            await self._store.claim_end(active.parent_room_id, active.op_id)
+        return ended
+
+    # --- ejection -----------------------------------------------------------------
+
+    async def eject_leavers(self) -> int:
+        """Remove from the children every user who left the parent; returns how many."""
+        removed = 0
+        for active in await self._store.list_active():
+            try:
+                removed += await self._eject(active)
+            except Exception:
+                logger.exception("Ejection in %s failed", active.parent_room_id)
+        return removed
+
+    async def _eject(self, active: ActiveBreakout) -> int:
+        state = await self._api.get_room_state(active.parent_room_id)
+        current = self._ops.current(state)
+        if not current.active or current.content is None:
+            return 0
+        removed = 0
+        for room_id in current.content.room_ids:
+            if not self._api.is_mine(
+                room_id
+            ) and room_id not in await synapse_adapter.rooms_with_create_event(
+                self._api, [room_id]
+            ):
+                continue
+            members = await self._api.get_room_state(room_id, [("m.room.member", None)])
+            for (_, user), event in members.items():
+                if event.content.get("membership") not in ("join", "invite"):
+                    continue
+                if membership(user, state) in ("leave", "ban"):
+                    try:
+                        await synapse_adapter.update_membership(
+                            self._api, active.acting_user, user, room_id, "leave"
+                        )
+                        removed += 1
+                        logger.info(
+                            "Removed %s from %s: they left %s",
+                            user,
+                            room_id,
+                            active.parent_room_id,
+                        )
+                    except SynapseError as e:
+                        logger.warning(
+                            "Could not remove %s from %s: %s", user, room_id, e.msg
+                        )
+        return removed
