@@ -81,7 +81,10 @@ class SynapseProcess:
         database: dict[str, Any] | None = None,
         server_name: str = "localhost",
         extra_config: dict[str, Any] | None = None,
+        rate_limits: bool = False,
     ):
+        """``rate_limits``: keep Synapse's default rate limits (except for
+        registration); by default they are lifted, as suits a demo."""
         self.workdir = workdir.resolve()
         self.port = port
         self.server_name = server_name
@@ -97,6 +100,7 @@ class SynapseProcess:
             "args": {"database": str(self.workdir / "homeserver.db")},
         }
         self._extra = extra_config or {}
+        self._rate_limits = rate_limits
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -125,14 +129,15 @@ class SynapseProcess:
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
             "enable_registration": False,
-            "rc_message": unlimited,
             "rc_registration": unlimited,
             "rc_login": {"address": unlimited, "account": unlimited},
-            "rc_joins": {"local": unlimited, "remote": unlimited},
-            "rc_invites": {"per_room": unlimited, "per_user": unlimited},
-            "rc_admin_redaction": unlimited,
             "modules": [{"module": MODULE, "config": self._module_config}],
         }
+        if not self._rate_limits:
+            config["rc_message"] = unlimited
+            config["rc_joins"] = {"local": unlimited, "remote": unlimited}
+            config["rc_invites"] = {"per_room": unlimited, "per_user": unlimited}
+            config["rc_admin_redaction"] = unlimited
         config.update(self._extra)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 

@@ -126,7 +126,7 @@ class Lifecycle:
                 },
             )
         else:
-            remaining = await synapse_adapter.rooms_with_create_event(self._api, rooms)
+            remaining = await synapse_adapter.existing_rooms(self._api, rooms)
             for room_id in sorted(remaining):
                 await self._api.delete_room(room_id)
             done = not remaining

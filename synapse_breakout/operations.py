@@ -518,7 +518,8 @@ class BreakoutOperations:
     # --- roll back ----------------------------------------------------------------
 
     async def operation_rooms(self, op: Operation) -> set[str]:
-        """Every room ``op`` created: journalled, or marked in its create event."""
+        """Every room ``op`` created: journalled, marked in its create event, or
+        an empty shell of its acting user's."""
         rooms = set(await self._store.rooms_of(op.op_id))
         if op.acting_user:
             for room_id in await synapse_adapter.rooms_created_by(
@@ -532,6 +533,11 @@ class BreakoutOperations:
                 marker = create.content.get(CREATION_MARKER) if create else None
                 if isinstance(marker, Mapping) and marker.get("operation") == op.op_id:
                     rooms.add(room_id)
+            # A crash between Synapse registering a room and storing its create
+            # event leaves an empty shell, of no use to anyone: it goes too.
+            rooms.update(
+                await synapse_adapter.empty_rooms_created_by(self._api, op.acting_user)
+            )
         return rooms
 
     async def roll_back(self, op: Operation, error: dict[str, Any]) -> bool:
@@ -546,7 +552,12 @@ class BreakoutOperations:
         """
         await self._store.finish(op.op_id, OperationState.ROLLING_BACK, error)
         rooms = await self.operation_rooms(op)
-        remaining = await synapse_adapter.rooms_with_create_event(self._api, rooms)
+        remaining = await synapse_adapter.existing_rooms(self._api, rooms)
+        dropped = await synapse_adapter.release_other_processes_room_locks(
+            self._api, remaining
+        )
+        if dropped:
+            logger.info("Dropped %d locks a dead process held on them", dropped)
         for room_id in sorted(remaining):
             try:
                 await self._api.delete_room(room_id)

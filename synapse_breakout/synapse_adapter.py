@@ -32,6 +32,27 @@ def _known_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
     return {row[0] for row in txn}
 
 
+def _existing_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
+    txn.execute(f"SELECT room_id FROM rooms WHERE {clause}", args)
+    return {row[0] for row in txn}
+
+
+async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
+    """The rooms among ``room_ids`` that Synapse still has (not purged).
+
+    Why internal: a purged room, or an empty shell a crash left, has no state
+    for ``get_room_state`` to show; only Synapse's ``rooms`` table says whether
+    the room is still registered. One query for all of them.
+    """
+    wanted = sorted(set(room_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_existing_rooms", _existing_rooms_txn, wanted
+    )
+
+
 async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
     """The rooms among ``room_ids`` whose create event this server holds.
 
@@ -161,6 +182,28 @@ def _created_rooms_txn(
     return [row[0] for row in txn]
 
 
+def _empty_rooms_txn(txn: LoggingTransaction, creator: str) -> list[str]:
+    txn.execute(
+        "SELECT room_id FROM rooms r WHERE creator = ? AND NOT EXISTS"
+        " (SELECT 1 FROM events e WHERE e.room_id = r.room_id)",
+        (creator,),
+    )
+    return [row[0] for row in txn]
+
+
+async def empty_rooms_created_by(api: ModuleApi, creator: str) -> list[str]:
+    """Rooms registered for ``creator`` that hold no event at all.
+
+    Why internal: Synapse registers a new room (its ``rooms`` row) just before
+    it stores the room's create event; a crash in between leaves a shell with
+    no event, which only Synapse's ``rooms`` table shows. No module API lists
+    rooms by creator.
+    """
+    return await api.run_db_interaction(
+        "breakout_empty_rooms_created_by", _empty_rooms_txn, creator
+    )
+
+
 async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[str]:
     """Rooms whose create event ``sender`` sent at or after ``since_ts`` (ms).
 
@@ -172,4 +215,43 @@ async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[s
     """
     return await api.run_db_interaction(
         "breakout_rooms_created_by", _created_rooms_txn, sender, since_ts
+    )
+
+
+def _release_locks_txn(
+    txn: LoggingTransaction, room_ids: list[str], instance_id: str
+) -> int:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "lock_key", room_ids)
+    txn.execute(
+        f"DELETE FROM worker_read_write_locks WHERE {clause} AND instance_name != ?",
+        [*args, instance_id],
+    )
+    return txn.rowcount
+
+
+async def release_other_processes_room_locks(
+    api: ModuleApi, room_ids: Iterable[str]
+) -> int:
+    """Drop the room locks other processes hold on rooms of a dead operation.
+
+    Why internal: a process killed while sending an event into a room leaves
+    its read lock on that room in Synapse's ``worker_read_write_locks`` table
+    until the lock times out (2 minutes), and purging the room waits for it.
+    The rooms here belong to an operation whose process is gone: no live
+    process has a reason to hold a lock on them, so their locks are dropped
+    (as Synapse's own reaper drops stale ones: a plain delete; its triggers
+    tidy the rest) and the purge can start at once. Locks of this process are
+    kept. No module API touches locks.
+
+    Returns:
+        How many locks were dropped.
+    """
+    wanted = sorted(set(room_ids))
+    if not wanted:
+        return 0
+    return await api.run_db_interaction(
+        "breakout_release_room_locks",
+        _release_locks_txn,
+        wanted,
+        api._hs.get_instance_id(),
     )

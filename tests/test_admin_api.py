@@ -2,134 +2,14 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
-from harness import BreakoutTestCase, module_config
-from synapse.rest import admin
-from synapse.rest.client import login, register, room
-from synapse.server import HomeServer
-from synapse.storage.database import LoggingTransaction
-from synapse.util.clock import Clock
-from twisted.internet.testing import MemoryReactor
-
+from harness import ACTIVE, BASE, UNSTABLE, ParentRoomTestCase, module_config
 from tests.unittest import override_config
 
-BASE = "/_synapse/client/breakout/v1"
-UNSTABLE = "org.matrix.msc3985.breakout"
-ACTIVE = "ORG.MATRIX.MSC3985.BREAKOUT_ACTIVE"
 
-
-class AdminApiTestCase(BreakoutTestCase):
-    servlets = [
-        admin.register_servlets,
-        login.register_servlets,
-        register.register_servlets,
-        room.register_servlets,
-    ]
-
-    def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
-        super().prepare(reactor, clock, hs)
-        self.admin = self.register_user("admin", "pass", admin=True)
-        self.admin_tok = self.login("admin", "pass")
-        self.host = self.register_user("host", "pass")
-        self.host_tok = self.login("host", "pass")
-        self.mod = self.register_user("mod", "pass")
-        self.mod_tok = self.login("mod", "pass")
-        self.users = []
-        self.toks = {}
-        for i in range(6):
-            user = self.register_user(f"u{i}", "pass")
-            self.users.append(user)
-            self.toks[user] = self.login(f"u{i}", "pass")
-        self.parent = self.make_parent()
-
-    def make_parent(
-        self, version: str = "10", public: bool = True, **extra: Any
-    ) -> str:
-        users = {self.mod: 50}
-        if version != "12":
-            users[self.host] = 100
-        room_id = self.helper.create_room_as(
-            self.host,
-            is_public=public,
-            room_version=version,
-            tok=self.host_tok,
-            extra_content={"power_level_content_override": {"users": users}, **extra},
-        )
-        assert room_id is not None
-        for user, tok in [(self.mod, self.mod_tok), *self.toks.items()]:
-            if not public:
-                self.helper.invite(room_id, self.host, user, tok=self.host_tok)
-            self.helper.join(room_id, user, tok=tok)
-        return room_id
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        tok: str | None = None,
-        expect: int = HTTPStatus.OK,
-    ) -> Any:
-        channel = self.make_request(
-            method,
-            BASE + path,
-            body if body is not None else b"",
-            access_token=tok if tok is not None else self.admin_tok,
-        )
-        self.assertEqual(channel.code, expect, channel.json_body)
-        return channel.json_body
-
-    def room_path(self, room_id: str | None = None, suffix: str = "") -> str:
-        return "/rooms/" + urllib.parse.quote(room_id or self.parent) + suffix
-
-    def start(
-        self, body: dict[str, Any], expect: int = HTTPStatus.OK, **kw: Any
-    ) -> Any:
-        body = {"acting_user": self.host, **body}
-        return self.call("POST", self.room_path(), body, expect=expect, **kw)
-
-    def state(self, room_id: str, event_type: str, state_key: str = "") -> Any:
-        channel = self.make_request(
-            "GET",
-            f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/state/{event_type}/{state_key}",
-            access_token=self.host_tok,
-        )
-        return channel.json_body if channel.code == 200 else None
-
-    def membership_in(self, room_id: str, user: str) -> str | None:
-        event = self.get_success(
-            self.module_api.get_room_state(room_id, [("m.room.member", user)])
-        ).get(("m.room.member", user))
-        return event.content["membership"] if event else None
-
-    def room_exists(self, room_id: str) -> bool:
-        return (
-            self.get_success(self.hs.get_datastores().main.get_room(room_id))
-            is not None
-        )
-
-    def local_room_count(self) -> int:
-        def count_txn(txn: LoggingTransaction) -> int:
-            txn.execute("SELECT COUNT(*) FROM rooms")
-            row = txn.fetchone()
-            assert row is not None
-            return int(row[0])
-
-        return self.get_success(
-            self.module_api.run_db_interaction("test_rooms", count_txn)
-        )
-
-    def messages(self, room_id: str) -> list[dict[str, Any]]:
-        channel = self.make_request(
-            "GET",
-            f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b&limit=100",
-            access_token=self.host_tok,
-        )
-        return [e for e in channel.json_body["chunk"] if e["type"] == "m.room.message"]
-
+class AdminApiTestCase(ParentRoomTestCase):
     # --- start ---------------------------------------------------------------------
 
     def test_start_creates_rooms_sends_event_and_invites(self) -> None:

@@ -1,0 +1,410 @@
+"""Unknown senders of break-out events: SPEC section 5, as a spam-checker hook.
+
+Synapse runs the spam-checker's ``check_event_for_spam`` on every local send and
+on every event arriving over federation (where the third-party event rules of
+rules.py never run), so it is where the server judges the sender of a break-out
+event. The sender is *trusted* at ``power_level`` or above in the parent room,
+or as a server admin of this homeserver; otherwise *unknown*.
+
+Which state the power level is read from: the room's **current state**, as this
+server holds it when the hook runs, limited to the create and power-levels
+events. Synapse calls the hook before the event is persisted: for a local event
+that is exactly the state before it; for an event from another server it is
+the state this server has accepted so far (its prev events may not even be
+fetched yet at that point, and the module API offers no state at an arbitrary
+event). So a remote event that is old (backfilled) or concurrent with a power
+change is judged against the newer state. docs/security.md explains what that
+means for each mode.
+
+The decisions are plain functions (:func:`judge`, :func:`synapse_will_persist`,
+:func:`parse_flags_query`); :class:`SenderTrust` holds the thin callbacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, Generic, TypeVar
+
+import attrs
+from canonicaljson import encode_canonical_json
+from synapse.api.errors import Codes, SynapseError
+from synapse.events import EventBase
+from synapse.module_api import NOT_SPAM, ModuleApi, SynapseRequest
+
+from synapse_breakout.config import (
+    BREAKOUT_EVENT_TYPES,
+    BreakoutConfig,
+    UnknownSenders,
+)
+from synapse_breakout.content import is_valid_room_id
+from synapse_breakout.metrics import SENDER_VERDICTS
+from synapse_breakout.power import (
+    StateEvent,
+    StateMap,
+    required_level_to_send,
+    user_power_level,
+)
+from synapse_breakout.store import SenderVerdict, VerdictStore
+
+logger = logging.getLogger(__name__)
+
+#: The key of the annotation in a served event's ``unsigned``.
+SENDER_TRUST_KEY = "org.matrix.msc3985.sender_trust"
+
+#: ``/flags`` page sizes.
+DEFAULT_FLAGS_LIMIT = 20
+MAX_FLAGS_LIMIT = 100
+
+#: Verdicts kept in memory per process (they never change once stored).
+VERDICT_CACHE_SIZE = 10_000
+
+_JUDGED_STATE = (("m.room.create", ""), ("m.room.power_levels", ""))
+
+
+class TrustReason(enum.Enum):
+    """Why a sender is trusted or unknown (``reason``; None: their power level)."""
+
+    SERVER_ADMIN = "server_admin"
+    LOW_POWER_LEVEL = "low_power_level"
+
+
+@attrs.frozen
+class Judgement:
+    trusted: bool
+    reason: TrustReason | None
+
+
+def judge(power_level: int, required: int, server_admin: bool) -> Judgement:
+    """Trusted at ``required`` or above, or as a server admin; else unknown."""
+    if power_level >= required:
+        return Judgement(True, None)
+    if server_admin:
+        return Judgement(True, TrustReason.SERVER_ADMIN)
+    return Judgement(False, TrustReason.LOW_POWER_LEVEL)
+
+
+def synapse_will_persist(
+    event_type: str,
+    state_key: str | None,
+    sender: str,
+    content: Mapping[str, Any],
+    state: StateMap,
+) -> bool:
+    """Whether Synapse will go on to persist this local event after the hook.
+
+    Synapse runs the spam-checker before its own authorization and before it
+    drops a state event identical to the current one (same sender, same
+    content), so the hook sees events that never come to exist. Recording
+    verdicts on those would list event IDs in ``/flags`` that no one can fetch.
+    These are the two cases that happen in practice (not for break-outs: a
+    shadow-banned sender, a retried send); ``state`` must hold the create and
+    power-levels events and, for a state event, the current ``(type,
+    state_key)`` event.
+    """
+    if user_power_level(sender, state) < required_level_to_send(event_type, state):
+        return False
+    if state_key is None:
+        return True
+    current: StateEvent | None = state.get((event_type, state_key))
+    return not (
+        current is not None
+        and current.sender == sender
+        and encode_canonical_json(current.content) == encode_canonical_json(content)
+    )
+
+
+def annotation(verdict: SenderVerdict) -> dict[str, Any]:
+    """The value of ``unsigned["org.matrix.msc3985.sender_trust"]``."""
+    return {
+        "trusted": verdict.trusted,
+        "power_level": verdict.power_level,
+        "required_power_level": verdict.required_power_level,
+        "reason": verdict.reason,
+    }
+
+
+def flag_json(verdict: SenderVerdict) -> dict[str, Any]:
+    """One entry of ``GET /flags``."""
+    return {
+        "event_id": verdict.event_id,
+        "room_id": verdict.room_id,
+        "sender": verdict.sender,
+        "power_level": verdict.power_level,
+        "required_power_level": verdict.required_power_level,
+        "reason": verdict.reason,
+        "received_ts": verdict.received_ts,
+    }
+
+
+# --- /flags query parameters ------------------------------------------------
+
+
+@attrs.frozen
+class FlagsQuery:
+    room_id: str | None
+    before: tuple[int, str] | None
+    limit: int
+
+
+def _bad_param(name: str, message: str) -> SynapseError:
+    return SynapseError(
+        HTTPStatus.BAD_REQUEST, f"{name}: {message}", Codes.INVALID_PARAM
+    )
+
+
+def make_token(verdict: SenderVerdict) -> str:
+    """The opaque, URL-safe ``next`` token that resumes after ``verdict``."""
+    raw = f"{verdict.received_ts}|{verdict.event_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def parse_token(token: str) -> tuple[int, str] | None:
+    """``(received_ts, event_id)`` from a ``next`` token; None if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ts, event_id = raw.decode("utf-8").split("|", 1)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not ts.isdigit() or not event_id.startswith("$"):
+        return None
+    return int(ts), event_id
+
+
+def _single(args: Mapping[bytes, Sequence[bytes]], name: str) -> str | None:
+    values = args.get(name.encode("ascii"))
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _bad_param(name, "give it at most once")
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad_param(name, "must be UTF-8") from None
+
+
+def parse_flags_query(args: Mapping[bytes, Sequence[bytes]]) -> FlagsQuery:
+    """Check ``room_id``, ``from`` and ``limit`` of ``GET /flags``.
+
+    Raises:
+        SynapseError: 400 ``M_INVALID_PARAM`` naming the parameter.
+    """
+    room_id = _single(args, "room_id")
+    if room_id is not None and not is_valid_room_id(room_id):
+        raise _bad_param("room_id", f"{room_id!r} is not a valid room ID")
+    token = _single(args, "from")
+    before = None
+    if token is not None:
+        before = parse_token(token)
+        if before is None:
+            raise _bad_param("from", "not a token from this API's `next`")
+    raw_limit = _single(args, "limit")
+    limit = DEFAULT_FLAGS_LIMIT
+    if raw_limit is not None:
+        if not raw_limit.isascii() or not raw_limit.isdigit():
+            limit = 0
+        else:
+            limit = int(raw_limit)
+        if not 1 <= limit <= MAX_FLAGS_LIMIT:
+            raise _bad_param("limit", f"must be an integer from 1 to {MAX_FLAGS_LIMIT}")
+    return FlagsQuery(room_id, before, limit)
+
+
+# --- the callbacks ------------------------------------------------------------
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class LruCache(Generic[_K, _V]):
+    """A small least-recently-used map.
+
+    Synapse's ``@cached`` needs the homeserver's clock, which the module API
+    does not expose; verdicts never change once stored, so a plain per-process
+    map with no cross-worker invalidation is all the serving path needs.
+    """
+
+    def __init__(self, max_size: int):
+        self._max_size = max_size
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._max_size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class SenderTrust:
+    """The spam-checker hook, the unsigned annotation and ``GET /flags``."""
+
+    def __init__(self, config: BreakoutConfig, api: ModuleApi):
+        self._config = config
+        self._api = api
+        self._verdicts = VerdictStore(api)
+        self.cache: LruCache[str, SenderVerdict] = LruCache(VERDICT_CACHE_SIZE)
+
+    async def check_event_for_spam(self, event: EventBase) -> Any:
+        """Judge a break-out event's sender; any other event passes at once.
+
+        Returns:
+            ``NOT_SPAM``, or in ``reject`` mode ``Codes.FORBIDDEN`` for an
+            unknown remote sender (Synapse then soft-fails the event).
+
+        Raises:
+            SynapseError: 403 ``M_FORBIDDEN`` for an unknown local sender in
+                ``reject`` mode, naming the sender and the level needed.
+        """
+        if event.type not in BREAKOUT_EVENT_TYPES:
+            return NOT_SPAM
+        local = self._api.is_mine(event.sender)
+        state = await self._state_for(event, with_own_type=local)
+        if ("m.room.create", "") not in state:
+            # Not in the room yet: the event is part of the state of a room
+            # this server is joining. Nothing to judge against; it is judged
+            # when first served.
+            return NOT_SPAM
+        if local and not synapse_will_persist(
+            event.type, event.get_state_key(), event.sender, event.content, state
+        ):
+            return NOT_SPAM
+        verdict = await self._judge(event, state, local)
+        SENDER_VERDICTS.labels(
+            "local" if local else "remote", "trusted" if verdict.trusted else "unknown"
+        ).inc()
+        reject = self._config.unknown_senders is UnknownSenders.REJECT
+        if not verdict.trusted:
+            logger.info(
+                "%s in %s from unknown sender %s (power level %d < %d)%s",
+                event.type,
+                event.room_id,
+                event.sender,
+                verdict.power_level,
+                verdict.required_power_level,
+                ": rejected" if reject else "",
+            )
+        if reject and not verdict.trusted and local:
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                f"sending {event.type} needs power level "
+                f"{verdict.required_power_level} in this room, or a server admin; "
+                f"{event.sender} has {verdict.power_level}",
+                Codes.FORBIDDEN,
+                additional_fields={SENDER_TRUST_KEY: annotation(verdict)},
+            )
+        await self._record(verdict)
+        if reject and not verdict.trusted:
+            return Codes.FORBIDDEN
+        return NOT_SPAM
+
+    async def add_unsigned(self, event: EventBase) -> dict[str, Any]:
+        """The sender-trust annotation of a break-out event served to a client.
+
+        One database query per event at most (then cached), none for other
+        types; an event the hook never saw is judged now, once.
+        """
+        if event.type not in BREAKOUT_EVENT_TYPES:
+            return {}
+        verdict = self.cache.get(event.event_id)
+        if verdict is None:
+            verdict = await self._verdicts.get(event.event_id)
+            if verdict is None:
+                verdict = await self._judge_late(event)
+                if verdict is None:
+                    return {}
+            self.cache.put(event.event_id, verdict)
+        return {SENDER_TRUST_KEY: annotation(verdict)}
+
+    async def flags(self, request: SynapseRequest) -> tuple[int, Any]:
+        """``GET /flags``: unknown senders' break-out events, newest first.
+
+        The caller is a server admin (checked by admin_api.py).
+        """
+        query = parse_flags_query(request.args)
+        rows = await self._verdicts.flags(query.room_id, query.before, query.limit + 1)
+        page = rows[: query.limit]
+        more = len(rows) > query.limit
+        return HTTPStatus.OK, {
+            "flags": [flag_json(v) for v in page],
+            "next": make_token(page[-1]) if more else None,
+        }
+
+    # --- internals ------------------------------------------------------------
+
+    async def _state_for(self, event: EventBase, with_own_type: bool) -> StateMap:
+        wanted = list(_JUDGED_STATE)
+        state_key = event.get_state_key()
+        if with_own_type and state_key is not None:
+            wanted.append((event.type, state_key))
+        return await self._api.get_room_state(event.room_id, wanted)
+
+    async def _judge(
+        self, event: EventBase, state: StateMap, local: bool
+    ) -> SenderVerdict:
+        required = self._config.power_level
+        level = user_power_level(event.sender, state)
+        # Only this server knows its admins; ask only when it matters.
+        admin = (
+            level < required and local and await self._api.is_user_admin(event.sender)
+        )
+        judgement = judge(level, required, admin)
+        return SenderVerdict(
+            event_id=event.event_id,
+            room_id=event.room_id,
+            sender=event.sender,
+            trusted=judgement.trusted,
+            power_level=level,
+            required_power_level=required,
+            reason=judgement.reason.value if judgement.reason else None,
+            received_ts=self._api.get_current_time_msec(),
+        )
+
+    async def _record(self, verdict: SenderVerdict) -> bool | None:
+        """Store and cache ``verdict``.
+
+        Returns:
+            True if stored; False if the event already had a verdict (that one
+            stays); None if the database failed (logged, not raised).
+        """
+        try:
+            inserted = await self._verdicts.record(verdict)
+        except Exception:
+            # Never hold up an event (or a federation transaction) for the
+            # module's own table: the event is judged again when served.
+            logger.exception("Could not record the verdict on %s", verdict.event_id)
+            return None
+        if inserted:
+            self.cache.put(verdict.event_id, verdict)
+        return inserted
+
+    async def _judge_late(self, event: EventBase) -> SenderVerdict | None:
+        """Judge an event the hook never saw, against the current state.
+
+        Break-outs in a room's initial state (``createRoom``), in the state of a
+        room joined over federation, or sent before the module was loaded.
+        """
+        state = await self._state_for(event, with_own_type=False)
+        if ("m.room.create", "") not in state:
+            return None
+        verdict = await self._judge(event, state, self._api.is_mine(event.sender))
+        if await self._record(verdict) is False:
+            # Another process recorded one meanwhile: the first verdict stays.
+            return await self._verdicts.get(event.event_id)
+        return verdict

@@ -1,0 +1,148 @@
+"""Fault injection: a start that fails at any step leaves nothing behind (SPEC 4).
+
+A second module, loaded beside synapse_breakout, denies the k-th room creation
+(spam checker ``user_may_create_room``), breaks the k-th room half-way through
+its set-up (an event rule rejecting its name event, after its create event is
+stored) or rejects the break-out event itself (event rules), for every k.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from harness import MODULE, UNSTABLE, ParentRoomTestCase, find_module
+from synapse.module_api import NOT_SPAM, EventBase, ModuleApi
+from synapse.storage.database import LoggingTransaction
+from tests.unittest import override_config
+
+ROOMS = 4
+
+
+class FaultInjector:
+    """Fails one step of a break-out, chosen by its config."""
+
+    def __init__(self, config: dict[str, Any], api: ModuleApi):
+        self.config = config
+        api.register_spam_checker_callbacks(
+            user_may_create_room=self.user_may_create_room
+        )
+        api.register_third_party_rules_callbacks(
+            check_event_allowed=self.check_event_allowed
+        )
+
+    @staticmethod
+    def parse_config(config: dict[str, Any]) -> dict[str, Any]:
+        return config
+
+    async def user_may_create_room(self, user_id: str, config: dict[str, Any]) -> Any:
+        if (
+            "deny_room" in self.config
+            and config.get("name") == self.config["deny_room"]
+        ):
+            return ("M_FORBIDDEN", {})
+        return NOT_SPAM
+
+    async def check_event_allowed(
+        self, event: EventBase, state: Any
+    ) -> tuple[bool, None]:
+        if event.type == "m.room.name" and event.content.get("name") == self.config.get(
+            "break_room"
+        ):
+            return False, None
+        if event.type == UNSTABLE and self.config.get("reject_breakout"):
+            return False, None
+        return True, None
+
+
+def faults(**config: Any) -> dict[str, Any]:
+    return {
+        "modules": [
+            {"module": MODULE, "config": {}},
+            {"module": f"{__name__}.FaultInjector", "config": config},
+        ]
+    }
+
+
+class FaultTestBase(ParentRoomTestCase):
+    def breakout_rooms_left(self) -> int:
+        """Rooms on this server whose create event marks them as a break-out's."""
+
+        def txn(t: LoggingTransaction) -> int:
+            t.execute(
+                "SELECT COUNT(*) FROM rooms r JOIN state_events s ON s.room_id = r.room_id"
+                " JOIN event_json j ON j.event_id = s.event_id"
+                " WHERE s.type = 'm.room.create' AND j.json LIKE ?",
+                ("%org.matrix.msc3985.breakout_parent%",),
+            )
+            row = t.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return self.get_success(self.module_api.run_db_interaction("test_left", txn))
+
+    def attempt(self, expect: int, errcode: str) -> dict[str, Any]:
+        before_rooms = self.local_room_count()
+        body = self.start(
+            {
+                "rooms": [
+                    {"name": f"Room {i + 1}", "users": [self.users[i]]}
+                    for i in range(ROOMS)
+                ]
+            },
+            expect=expect,
+        )
+        self.assertEqual(body["errcode"], errcode, body)
+        # Deletion runs in Synapse's background task scheduler, and recovery
+        # confirms it; give both their time.
+        for _ in range(3):
+            self.reactor.advance(61)
+            self.pump(1)
+        self.assertEqual(self.local_room_count(), before_rooms)
+        self.assertEqual(self.breakout_rooms_left(), 0)
+        self.assertIsNone(self.state(self.parent, UNSTABLE))
+        module = find_module(self.hs)
+        self.assertEqual(self.get_success(module.operation_store.unfinished()), [])
+        return body
+
+    def assert_parent_free(self) -> None:
+        result = self.start({"rooms": [{"name": "After"}]})
+        self.assertEqual(
+            list(self.state(self.parent, UNSTABLE)[UNSTABLE]),
+            [result["rooms"][0]["room_id"]],
+        )
+
+
+class RoomFaultsTestCase(FaultTestBase):
+    """One test per room and per way to fail (made below)."""
+
+
+def _deny_case(k: int) -> Any:
+    @override_config(faults(deny_room=f"Room {k}"))
+    def test(self: RoomFaultsTestCase) -> None:
+        body = self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
+        self.assertIn("not permitted to create rooms", body["error"])
+        self.assert_parent_free()
+
+    return test
+
+
+def _break_case(k: int) -> Any:
+    @override_config(faults(break_room=f"Room {k}"))
+    def test(self: RoomFaultsTestCase) -> None:
+        self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
+        self.assert_parent_free()
+
+    return test
+
+
+for _k in range(1, ROOMS + 1):
+    setattr(RoomFaultsTestCase, f"test_creation_of_room_{_k}_denied", _deny_case(_k))
+    setattr(RoomFaultsTestCase, f"test_room_{_k}_breaks_half_way", _break_case(_k))
+
+
+class RejectedEventTestCase(FaultTestBase):
+    @override_config(faults(reject_breakout=True))
+    def test_rejected_breakout_event_rolls_everything_back(self) -> None:
+        body = self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
+        self.assertIn("not allowed", body["error"])

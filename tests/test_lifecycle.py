@@ -1,0 +1,191 @@
+"""Timers, ejection and crash recovery (SPEC sections 4 and 6), in Synapse's harness."""
+
+from __future__ import annotations
+
+from harness import UNSTABLE, ParentRoomTestCase, find_module, module_config
+from synapse.server import HomeServer
+from synapse.util.clock import Clock
+from tests.unittest import override_config
+from twisted.internet.testing import MemoryReactor
+
+from synapse_breakout.operations import CREATION_MARKER, TIME_IS_UP
+from synapse_breakout.store import Operation, OperationState
+
+
+class TimerTestCase(ParentRoomTestCase):
+    def test_deadline_ends_the_breakout_once_with_time_is_up(self) -> None:
+        result = self.start(
+            {"rooms": [{"name": "A"}, {"name": "B"}], "duration_seconds": 30}
+        )
+        self.reactor.advance(20)
+        self.assertTrue(self.call("GET", self.room_path())["active"])
+        self.reactor.advance(12)
+        self.pump(1)
+        self.assertFalse(self.call("GET", self.room_path())["active"])
+        self.assertEqual(self.state(self.parent, UNSTABLE), {UNSTABLE: {}})
+        for room in result["rooms"]:
+            notices = [m["content"]["body"] for m in self.messages(room["room_id"])]
+            self.assertEqual(notices, [TIME_IS_UP])
+        self.reactor.advance(120)
+        for room in result["rooms"]:
+            notices = [m["content"]["body"] for m in self.messages(room["room_id"])]
+            self.assertEqual(notices, [TIME_IS_UP])
+
+    def test_ended_by_hand_before_the_deadline(self) -> None:
+        result = self.start({"rooms": [{"name": "A"}], "duration_seconds": 30})
+        self.call("DELETE", self.room_path(), {"message": "Done early"})
+        self.reactor.advance(60)
+        notices = [
+            m["content"]["body"] for m in self.messages(result["rooms"][0]["room_id"])
+        ]
+        self.assertEqual(notices, ["Done early"])
+
+    def test_replaced_breakout_keeps_no_old_deadline(self) -> None:
+        self.start({"rooms": [{"name": "A"}], "duration_seconds": 30})
+        second = self.start({"rooms": [{"name": "B"}], "replace": True})
+        self.reactor.advance(60)
+        self.assertTrue(self.call("GET", self.room_path())["active"])
+        self.assertEqual(self.messages(second["rooms"][0]["room_id"]), [])
+
+
+class EjectionTestCase(ParentRoomTestCase):
+    def test_leaving_or_banned_from_the_parent_leaves_the_children(self) -> None:
+        result = self.start(
+            {"rooms": [{"name": "A", "users": self.users[:3]}], "move": "join"}
+        )
+        child = result["rooms"][0]["room_id"]
+        self.helper.leave(self.parent, self.users[0], tok=self.toks[self.users[0]])
+        self.helper.ban(self.parent, self.host, self.users[1], tok=self.host_tok)
+        self.reactor.advance(6)
+        self.pump(1)
+        self.assertEqual(self.membership_in(child, self.users[0]), "leave")
+        self.assertEqual(self.membership_in(child, self.users[1]), "leave")
+        self.assertEqual(self.membership_in(child, self.users[2]), "join")
+
+    def test_invites_are_withdrawn_too(self) -> None:
+        result = self.start({"rooms": [{"name": "A", "users": self.users[:1]}]})
+        child = result["rooms"][0]["room_id"]
+        self.assertEqual(self.membership_in(child, self.users[0]), "invite")
+        self.helper.leave(self.parent, self.users[0], tok=self.toks[self.users[0]])
+        self.reactor.advance(6)
+        self.assertEqual(self.membership_in(child, self.users[0]), "leave")
+
+    @override_config(module_config(eject_on_parent_leave=False))
+    def test_off_when_configured(self) -> None:
+        result = self.start(
+            {"rooms": [{"name": "A", "users": self.users[:1]}], "move": "join"}
+        )
+        child = result["rooms"][0]["room_id"]
+        self.helper.leave(self.parent, self.users[0], tok=self.toks[self.users[0]])
+        self.reactor.advance(30)
+        self.assertEqual(self.membership_in(child, self.users[0]), "join")
+
+
+class RecoveryTestCase(ParentRoomTestCase):
+    """A crash is simulated by journal rows left by another process."""
+
+    def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
+        super().prepare(reactor, clock, hs)
+        self.module = find_module(hs)
+        self.ops = self.module.operations
+
+    def crashed_operation(
+        self, rooms: int, journalled: int
+    ) -> tuple[Operation, list[str]]:
+        """An operation of a previous process that made ``rooms`` rooms and
+        journalled the first ``journalled`` of them before it died."""
+        now = self.clock.time_msec()
+        op = Operation(
+            op_id=f"{now}-crashed",
+            kind="start",
+            parent_room_id=self.parent,
+            requester=self.admin,
+            txn_id="crashed",
+            state=OperationState.PENDING,
+            instance=self.ops.instance,
+            process_token="a-previous-process",
+            created_ts=now,
+            updated_ts=now,
+            response=None,
+            acting_user=self.host,
+        )
+        self.assertEqual(self.get_success(self.module.operation_store.begin(op)), op)
+        made = []
+        for i in range(rooms):
+            room_id, _ = self.get_success(
+                self.module_api.create_room(
+                    self.host,
+                    {
+                        "name": f"R{i}",
+                        "creation_content": {
+                            CREATION_MARKER: {
+                                "room_id": self.parent,
+                                "operation": op.op_id,
+                            }
+                        },
+                    },
+                )
+            )
+            if i < journalled:
+                self.get_success(
+                    self.module.operation_store.record_room(op.op_id, room_id)
+                )
+            made.append(room_id)
+        return op, made
+
+    def recover_until_done(self) -> None:
+        for _ in range(5):
+            self.get_success(self.module.lifecycle.recover())
+            self.pump(1)
+
+    def test_unfinished_operation_is_rolled_back_with_unjournalled_rooms(self) -> None:
+        _, made = self.crashed_operation(rooms=3, journalled=2)
+        # Another room of the same user, made meanwhile, is not touched.
+        mine = self.helper.create_room_as(self.host, tok=self.host_tok)
+        self.recover_until_done()
+        for room_id in made:
+            self.assertFalse(self.room_exists(room_id), room_id)
+        assert mine is not None
+        self.assertTrue(self.room_exists(mine))
+        self.assertIsNone(self.state(self.parent, UNSTABLE))
+        ops = self.get_success(self.module.operation_store.unfinished())
+        self.assertEqual(ops, [])
+        # The parent is free again, and the caller's retry gets the error.
+        body = self.start({"rooms": [{"name": "A"}], "txn_id": "crashed"}, expect=500)
+        self.assertIn("rolled back", body["error"])
+        self.start({"rooms": [{"name": "A"}]})
+
+    def test_recovery_runs_by_itself_within_the_interval(self) -> None:
+        _, made = self.crashed_operation(rooms=2, journalled=1)
+        self.reactor.advance(61)
+        self.pump(1)
+        self.reactor.advance(61)
+        for room_id in made:
+            self.assertFalse(self.room_exists(room_id), room_id)
+
+    def test_sent_breakout_is_rolled_forward(self) -> None:
+        op, made = self.crashed_operation(rooms=2, journalled=2)
+        self.helper.send_state(
+            self.parent,
+            UNSTABLE,
+            {UNSTABLE: {r: {"via": ["test"], "users": [self.users[0]]} for r in made}},
+            tok=self.host_tok,
+        )
+        self.recover_until_done()
+        for room_id in made:
+            self.assertTrue(self.room_exists(room_id))
+        active = self.get_success(self.module.operation_store.get_active(self.parent))
+        assert active is not None
+        self.assertEqual(active.op_id, op.op_id)
+        replay = self.start({"rooms": [{"name": "A"}], "txn_id": "crashed"})
+        self.assertEqual({r["room_id"] for r in replay["rooms"]}, set(made))
+        self.assertEqual(replay["failed_users"][0]["user_id"], self.users[0])
+
+    def test_live_operation_of_this_process_is_left_alone(self) -> None:
+        op, made = self.crashed_operation(rooms=1, journalled=1)
+        # The journal row is this process's own: still running, not crashed.
+        self.ops.process_token = "a-previous-process"
+        self.recover_until_done()
+        self.assertTrue(self.room_exists(made[0]))
+        (still,) = self.get_success(self.module.operation_store.unfinished())
+        self.assertEqual((still.op_id, still.state), (op.op_id, OperationState.PENDING))
