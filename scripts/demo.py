@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synapse_process import SynapseProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+BASE_PATH = "/_synapse/client/breakout/v1"
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 
 
@@ -74,15 +75,35 @@ def set_up(synapse: SynapseProcess) -> dict[str, object]:
     )
     for name in USERS:
         synapse.join(tokens[name], room_id)
-    return {"admin_id": admin_id, "users": users, "tokens": tokens, "room_id": room_id}
+    # A break-out through the module's admin API: two rooms, members spread
+    # evenly (alice, a moderator, stays in the main room), ending in 30 minutes.
+    breakout = synapse.request(
+        "POST",
+        f"{BASE_PATH}/rooms/{urllib.parse.quote(room_id)}",
+        tokens["admin"],
+        {
+            "auto_assign": {"rooms": 2, "users": "joined"},
+            "duration_seconds": 1800,
+            "txn_id": "demo",
+        },
+    )
+    return {
+        "admin_id": admin_id,
+        "users": users,
+        "tokens": tokens,
+        "room_id": room_id,
+        "breakout": breakout,
+    }
 
 
 def show_next_steps(synapse: SynapseProcess, demo: dict[str, object]) -> None:
     tokens = demo["tokens"]
     assert isinstance(tokens, dict)
     room = urllib.parse.quote(str(demo["room_id"]))
-    base = f"{synapse.base_url}/_synapse/client/breakout/v1"
+    base = f"{synapse.base_url}{BASE_PATH}"
     print(json.dumps({k: demo[k] for k in ("admin_id", "users", "room_id")}, indent=2))
+    print("\nStarted a break-out through the admin API (POST .../rooms/{room}):")
+    print(json.dumps(demo["breakout"], indent=2))
     print(
         f"""
 Ready. Synapse (pid {synapse.proc.pid if synapse.proc else "?"}) logs to {synapse.log_path}

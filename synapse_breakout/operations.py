@@ -631,6 +631,20 @@ class BreakoutOperations:
         )
         return (name if isinstance(name, str) else None), joined
 
+    async def _active(
+        self, parent: str
+    ) -> tuple[StateMap[EventBase], EventBase, BreakoutContent]:
+        """The parent's state and its active break-out; 404 if there is none."""
+        state = await self.parent_state(parent)
+        current = self.current(state)
+        if not current.active or current.event is None or current.content is None:
+            raise SynapseError(
+                HTTPStatus.NOT_FOUND,
+                f"{parent} has no active break-out",
+                Codes.NOT_FOUND,
+            )
+        return state, current.event, current.content
+
     async def actor(
         self, requester: str, parent: str, state: StateMap[EventBase]
     ) -> str:
@@ -680,14 +694,7 @@ class BreakoutOperations:
     async def _end(
         self, requester: str, parent: str, message: str | None, close_rooms: bool
     ) -> dict[str, Any]:
-        state = await self.parent_state(parent)
-        current = self.current(state)
-        if not current.active or current.event is None or current.content is None:
-            raise SynapseError(
-                HTTPStatus.NOT_FOUND,
-                f"{parent} has no active break-out",
-                Codes.NOT_FOUND,
-            )
+        state, event, content = await self._active(parent)
         acting = await self.actor(requester, parent, state)
         lock_id = f"end-{secrets.token_hex(6)}"
         if not await self._store.lock(parent, lock_id):
@@ -695,21 +702,21 @@ class BreakoutOperations:
                 f"another break-out operation on {parent} is under way"
             )
         try:
-            event = await self._send_empty(current.event.type, parent, acting)
+            ended = await self._send_empty(event.type, parent, acting)
             active = await self._store.get_active(parent)
             if active is not None:
                 await self._store.claim_end(parent, active.op_id)
         finally:
             await self._store.unlock(parent, lock_id)
         failed_rooms: list[dict[str, str]] = []
-        for child in current.content.children:
+        for child in content.children:
             error = await self._close_child(acting, child.room_id, message, close_rooms)
             if error is not None:
                 failed_rooms.append({"room_id": child.room_id, **error})
-        logger.info("Ended the break-out in %s (%s)", parent, event.event_id)
+        logger.info("Ended the break-out in %s (%s)", parent, ended.event_id)
         return {
-            "event_id": event.event_id,
-            "rooms": list(current.content.room_ids),
+            "event_id": ended.event_id,
+            "rooms": list(content.room_ids),
             "failed_rooms": failed_rooms,
         }
 
@@ -748,18 +755,11 @@ class BreakoutOperations:
 
     async def broadcast(self, requester: str, parent: str, body: str) -> dict[str, Any]:
         """Post ``body`` as an ``m.notice`` in every child room."""
-        state = await self.parent_state(parent)
-        current = self.current(state)
-        if not current.active or current.content is None:
-            raise SynapseError(
-                HTTPStatus.NOT_FOUND,
-                f"{parent} has no active break-out",
-                Codes.NOT_FOUND,
-            )
+        state, _, content = await self._active(parent)
         acting = await self.actor(requester, parent, state)
         sent: dict[str, str] = {}
         failed: list[dict[str, str]] = []
-        for room_id in current.content.room_ids:
+        for room_id in content.room_ids:
             try:
                 sent[room_id] = (await self._notice(acting, room_id, body)).event_id
             except SynapseError as e:
@@ -773,15 +773,8 @@ class BreakoutOperations:
         self, requester: str, parent: str, user_id: str, to: str | None
     ) -> dict[str, Any]:
         """Reassign one user (``to`` None: back to the main room)."""
-        state = await self.parent_state(parent)
-        current = self.current(state)
-        if not current.active or current.content is None or current.event is None:
-            raise SynapseError(
-                HTTPStatus.NOT_FOUND,
-                f"{parent} has no active break-out",
-                Codes.NOT_FOUND,
-            )
-        if to is not None and to not in current.content.room_ids:
+        state, event, content = await self._active(parent)
+        if to is not None and to not in content.room_ids:
             raise SynapseError(
                 HTTPStatus.BAD_REQUEST,
                 f"to: {to} is not a child room of the break-out in {parent}",
@@ -798,14 +791,14 @@ class BreakoutOperations:
                 Codes.INVALID_PARAM,
             )
         acting = await self.actor(requester, parent, state)
-        previous = [c.room_id for c in current.content.children if user_id in c.users]
+        previous = [c.room_id for c in content.children if user_id in c.users]
         children = tuple(
             attrs.evolve(
                 child,
                 users=tuple(u for u in child.users if u != user_id)
                 + ((user_id,) if child.room_id == to else ()),
             )
-            for child in current.content.children
+            for child in content.children
         )
         lock_id = f"move-{secrets.token_hex(6)}"
         if not await self._store.lock(parent, lock_id):
@@ -816,13 +809,13 @@ class BreakoutOperations:
             event = await synapse_adapter.send_event(
                 self._api,
                 {
-                    "type": current.event.type,
+                    "type": event.type,
                     "room_id": parent,
                     "sender": acting,
                     "state_key": "",
                     "content": {
-                        **current.event.content,
-                        **BreakoutContent(current.content.key, children).to_json(),
+                        **event.content,
+                        **BreakoutContent(content.key, children).to_json(),
                     },
                 },
             )

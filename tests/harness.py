@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.events import EventBase, make_event_from_dict
 from synapse.module_api import ModuleApi
 from synapse.rest import admin
 from synapse.rest.client import login, register, room
@@ -177,3 +180,46 @@ class ParentRoomTestCase(BreakoutTestCase):
             access_token=self.host_tok,
         )
         return [e for e in channel.json_body["chunk"] if e["type"] == "m.room.message"]
+
+
+def probe_event(
+    event_type: str,
+    content: dict[str, Any] | None = None,
+    room_id: str = "!r:test",
+    sender: str = "@u:test",
+    state_key: str | None = "",
+) -> EventBase:
+    """An unsigned, unpersisted event to hand straight to a callback."""
+    event_dict: dict[str, Any] = {
+        "type": event_type,
+        "room_id": room_id,
+        "sender": sender,
+        "content": content or {},
+        "origin_server_ts": 0,
+        "auth_events": [],
+        "prev_events": [],
+        "depth": 1,
+        "hashes": {"sha256": "x"},
+        "signatures": {},
+    }
+    if state_key is not None:
+        event_dict["state_key"] = state_key
+    return make_event_from_dict(event_dict, KNOWN_ROOM_VERSIONS["10"])
+
+
+def transactions_during(hs: HomeServer, action: Callable[[], Any]) -> list[str]:
+    """The descriptions of the database transactions ``action`` makes."""
+    db_pool = hs.get_datastores().main.db_pool
+    original = db_pool.runInteraction
+    seen: list[str] = []
+
+    def counting(desc: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(desc)
+        return original(desc, func, *args, **kwargs)
+
+    db_pool.runInteraction = counting  # type: ignore[method-assign]
+    try:
+        action()
+    finally:
+        db_pool.runInteraction = original  # type: ignore[method-assign]
+    return seen

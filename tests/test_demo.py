@@ -63,7 +63,13 @@ def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None
             assert "versions" in json.load(resp)
         log = (workdir / "homeserver.log").read_text()
         assert "synapse_breakout loaded" in log
-        assert "/_synapse/client/breakout/v1" in text  # the curl line to try
+        assert "/_synapse/client/breakout/v1" in text  # the curl lines to try
+        # The break-out the demo started through the admin API, as printed.
+        printed = text[text.index("Started a break-out") :]
+        response = json.loads(printed[printed.index("\n{") : printed.index("\nReady.")])
+        assert len(response["rooms"]) == 2
+        assert sorted(len(r["users"]) for r in response["rooms"]) == [2, 3]
+        assert response["failed_users"] == []
         match = re.search(r"Synapse \(pid (\d+)\)", text)
         assert match, text
         synapse_pid = int(match.group(1))

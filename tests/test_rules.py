@@ -6,10 +6,14 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from harness import BreakoutTestCase, find_module, module_config
+from harness import (
+    BreakoutTestCase,
+    find_module,
+    module_config,
+    probe_event,
+    transactions_during,
+)
 from parameterized import parameterized_class
-from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
-from synapse.events import make_event_from_dict
 from synapse.rest import admin
 from synapse.rest.client import login, room
 from synapse.server import HomeServer
@@ -355,20 +359,8 @@ class QueryCountTestCase(BreakoutTestCase):
         return room_id
 
     def count_transactions(self, action: Callable[[], Any]) -> tuple[int, list[str]]:
-        db_pool = self.hs.get_datastores().main.db_pool
-        original = db_pool.runInteraction
-        seen: list[str] = []
-
-        def counting(desc: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(desc)
-            return original(desc, func, *args, **kwargs)
-
-        db_pool.runInteraction = counting  # type: ignore[method-assign]
-        try:
-            action()
-        finally:
-            db_pool.runInteraction = original  # type: ignore[method-assign]
-        return len(seen), seen
+        descs = transactions_during(self.hs, action)
+        return len(descs), descs
 
     def test_fifty_children_cost_the_same_as_one(self) -> None:
         """Checking a break-out costs one query, whatever its number of children."""
@@ -427,18 +419,4 @@ class QueryCountTestCase(BreakoutTestCase):
         content: dict[str, Any],
         state_key: str | None = "",
     ) -> Any:
-        event_dict: dict[str, Any] = {
-            "type": event_type,
-            "room_id": room_id,
-            "sender": self.owner,
-            "content": content,
-            "origin_server_ts": 0,
-            "auth_events": [],
-            "prev_events": [],
-            "depth": 1,
-            "hashes": {"sha256": "x"},
-            "signatures": {},
-        }
-        if state_key is not None:
-            event_dict["state_key"] = state_key
-        return make_event_from_dict(event_dict, KNOWN_ROOM_VERSIONS["10"])
+        return probe_event(event_type, content, room_id, self.owner, state_key)

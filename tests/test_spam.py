@@ -11,11 +11,15 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from harness import BreakoutTestCase, find_module, module_config
+from harness import (
+    BreakoutTestCase,
+    find_module,
+    module_config,
+    probe_event,
+    transactions_during,
+)
 from parameterized import parameterized_class
 from synapse.api.errors import Codes, SynapseError
-from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
-from synapse.events import make_event_from_dict
 from synapse.module_api import NOT_SPAM
 from synapse.rest import admin
 from synapse.rest.client import login, room, sync
@@ -546,37 +550,10 @@ class CostTestCase(TrustTestCase):
     breakout_config = ENFORCEMENT_OFF
 
     def count_transactions(self, action: Callable[[], Any]) -> list[str]:
-        db_pool = self.hs.get_datastores().main.db_pool
-        original = db_pool.runInteraction
-        seen: list[str] = []
-
-        def counting(desc: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(desc)
-            return original(desc, func, *args, **kwargs)
-
-        db_pool.runInteraction = counting  # type: ignore[method-assign]
-        try:
-            action()
-        finally:
-            db_pool.runInteraction = original  # type: ignore[method-assign]
-        return seen
+        return transactions_during(self.hs, action)
 
     def make_event(self, event_type: str, content: dict[str, Any]) -> Any:
-        return make_event_from_dict(
-            {
-                "type": event_type,
-                "room_id": self.parent,
-                "sender": self.member,
-                "content": content,
-                "origin_server_ts": 0,
-                "auth_events": [],
-                "prev_events": [],
-                "depth": 1,
-                "hashes": {"sha256": "x"},
-                "signatures": {},
-            },
-            KNOWN_ROOM_VERSIONS["10"],
-        )
+        return probe_event(event_type, content, self.parent, self.member, None)
 
     def test_no_database_access_for_other_event_types(self) -> None:
         message = self.make_event("m.room.message", {"body": "hi"})

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import BreakoutTestCase, find_module
-from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
-from synapse.events import EventBase, make_event_from_dict
+from harness import BreakoutTestCase, find_module, probe_event
+from synapse.events import EventBase
 from synapse.rest import admin
 from synapse.rest.client import login, room
 from synapse.server import HomeServer
@@ -28,21 +27,7 @@ class ExplodingContext:
 
 
 def event(event_type: str, state_key: str | None = "") -> EventBase:
-    d: dict[str, Any] = {
-        "type": event_type,
-        "room_id": "!r:test",
-        "sender": "@u:test",
-        "content": {},
-        "origin_server_ts": 0,
-        "auth_events": [],
-        "prev_events": [],
-        "depth": 1,
-        "hashes": {"sha256": "x"},
-        "signatures": {},
-    }
-    if state_key is not None:
-        d["state_key"] = state_key
-    return make_event_from_dict(d, KNOWN_ROOM_VERSIONS["10"])
+    return probe_event(event_type, state_key=state_key)
 
 
 class DispatcherShortcutTestCase(BreakoutTestCase):
