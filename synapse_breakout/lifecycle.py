@@ -20,7 +20,11 @@ from synapse.module_api import ModuleApi
 from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.metrics import RECOVERIES
-from synapse_breakout.operations import TIME_IS_UP, BreakoutOperations
+from synapse_breakout.operations import (
+    TIME_IS_UP,
+    BreakoutActiveError,
+    BreakoutOperations,
+)
 from synapse_breakout.power import membership
 from synapse_breakout.store import (
     ActiveBreakout,
@@ -82,6 +86,7 @@ class Lifecycle:
     async def recover(self) -> int:
         """Finish every operation a crash left unfinished; returns how many."""
         now = self._api.get_current_time_msec()
+        await self._release_dead_locks(now)
         finished = 0
         for op in await self._store.unfinished():
             if not self._abandoned(op, now):
@@ -93,6 +98,17 @@ class Lifecycle:
                 RECOVERIES.labels("error").inc()
                 logger.exception("Recovering break-out operation %s failed", op.op_id)
         return finished
+
+    async def _release_dead_locks(self, now: int) -> None:
+        """Release parent locks an end or move left behind when its process died."""
+        for parent, lock_id, locked_ts in await self._store.orphan_locks():
+            _, instance, token, *_ = [*lock_id.split(":"), "", "", ""]
+            dead = instance == self._ops.instance and token != self._ops.process_token
+            if dead or now - locked_ts > STALE_AFTER_MS:
+                await self._store.unlock(parent, lock_id)
+                logger.info(
+                    "Released the lock %s on %s: its process is gone", lock_id, parent
+                )
 
     async def _recover_one(self, op: Operation) -> bool:
         rooms = await self._ops.operation_rooms(op)
@@ -118,7 +134,8 @@ class Lifecycle:
             logger.info("Rolling back break-out %s, left unfinished", op.op_id)
             done = await self._ops.roll_back(
                 op,
-                {
+                crashed=True,
+                error={
                     "status": 500,
                     "errcode": "M_UNKNOWN",
                     "error": "the homeserver stopped during the operation; it was "
@@ -126,9 +143,14 @@ class Lifecycle:
                 },
             )
         else:
+            rooms = await self._ops.operation_rooms(op, crashed=True)
             remaining = await synapse_adapter.existing_rooms(self._api, rooms)
             for room_id in sorted(remaining):
-                await self._api.delete_room(room_id)
+                try:
+                    await self._api.delete_room(room_id)
+                except SynapseError as e:
+                    # Typically: its purge is already running.
+                    logger.debug("Deleting %s again: %s", room_id, e.msg)
             done = not remaining
             if done:
                 await self._store.finish(
@@ -142,43 +164,15 @@ class Lifecycle:
     async def _roll_forward(
         self, op: Operation, event_id: str, sent_ts: int, content: dict[str, Any]
     ) -> None:
-        """The break-out event was sent before the crash: the operation stands."""
+        """The break-out event was sent before the crash: the operation stands,
+        with its deadline, and its users are moved now."""
         ((_, children),) = content.items()
         rooms = [
             {"room_id": r, "name": None, "users": e.get("users", []), "via": e["via"]}
             for r, e in children.items()
         ]
-        failed = [
-            {
-                "user_id": user,
-                "errcode": "M_UNKNOWN",
-                "error": "the homeserver stopped before this user was moved",
-            }
-            for room in rooms
-            for user in room["users"]
-        ]
-        response = {
-            "room_id": op.parent_room_id,
-            "event_id": event_id,
-            "rooms": rooms,
-            "ends_at": None,
-            "failed_users": failed,
-        }
-        assert op.acting_user is not None
-        await self._store.finish(
-            op.op_id,
-            OperationState.COMMITTED,
-            {"status": 200, "body": response},
-            ActiveBreakout(
-                parent_room_id=op.parent_room_id,
-                op_id=op.op_id,
-                event_id=event_id,
-                acting_user=op.acting_user,
-                move="suggest",
-                started_ts=sent_ts,
-                ends_at=None,
-            ),
-        )
+        response = await self._ops.commit(op, event_id, sent_ts, rooms)
+        await self._ops.move_users(op, response)
         RECOVERIES.labels("rolled_forward").inc()
         logger.info("Break-out %s was sent before a crash: kept", op.op_id)
 
@@ -193,6 +187,8 @@ class Lifecycle:
                     active.acting_user, active.parent_room_id, TIME_IS_UP, False
                 )
                 ended += 1
+            except BreakoutActiveError:
+                continue  # another operation holds the parent: next tick
             except SynapseError as e:
                 # Ended by hand meanwhile (404), or no one can act any more.
                 logger.info(

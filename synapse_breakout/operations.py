@@ -152,6 +152,10 @@ class BreakoutOperations:
             content = None
         return CurrentBreakout(event, content)
 
+    def lock_id(self, kind: str) -> str:
+        """A parent-lock holder ID naming this process, for recovery."""
+        return f"{kind}:{self.instance}:{self.process_token}:{secrets.token_hex(4)}"
+
     def is_moderator(self, user_id: str, state: StateMap[EventBase]) -> bool:
         return (
             membership(user_id, state) == "join"
@@ -170,8 +174,8 @@ class BreakoutOperations:
             status, body = await self._start(requester, parent, req)
             outcome = "ok" if status == HTTPStatus.OK else "error"
             return status, body
-        except BreakoutActiveError:
-            outcome = "conflict"
+        except SynapseError as e:
+            outcome = "conflict" if e.errcode == BREAKOUT_ACTIVE else "error"
             raise
         finally:
             OPERATIONS.labels("start", outcome).inc()
@@ -182,7 +186,7 @@ class BreakoutOperations:
     ) -> tuple[int, dict[str, Any]]:
         state = await self.parent_state(parent)
         acting = req.acting_user or requester
-        self._check_acting_user(acting, state)
+        self._check_acting_user(acting, state, self._config.event_type)
         plan = self._plan(req, state, acting)
 
         now = self._api.get_current_time_msec()
@@ -199,6 +203,11 @@ class BreakoutOperations:
             updated_ts=now,
             response=None,
             acting_user=acting,
+            request={
+                "move": req.move,
+                "join_rule": req.join_rule,
+                "duration_seconds": req.duration_seconds,
+            },
         )
         got = await self._store.begin(op)
         if got is None:
@@ -206,19 +215,23 @@ class BreakoutOperations:
                 f"another break-out operation on {parent} is under way"
             )
         if got.op_id != op.op_id:
-            return self._replay(got)
+            return self._replay(got, parent)
 
         try:
             # Read again under the lock: what the check saw may have changed.
             state = await self.parent_state(parent)
             current = self.current(state)
-            if current.active and not req.replace:
-                raise BreakoutActiveError(
-                    f"{parent} already has an active break-out "
-                    f"({current.event.event_id if current.event else '?'}); "
-                    "end it first or pass replace: true"
-                )
-            event, rooms = await self._create_and_commit(op, req, plan, state, current)
+            if current.active and current.event is not None:
+                if not req.replace:
+                    raise BreakoutActiveError(
+                        f"{parent} already has an active break-out "
+                        f"({current.event.event_id}); end it first or pass "
+                        "replace: true"
+                    )
+                if current.event.type != self._config.event_type:
+                    # Its emptying is sent after the commit: check it can be.
+                    self._check_acting_user(acting, state, current.event.type)
+            event, rooms = await self._create_rooms_and_send(op, req, plan, state)
         except SynapseError as e:
             await self.roll_back(op, _error_body(e))
             raise
@@ -232,45 +245,82 @@ class BreakoutOperations:
             await self.roll_back(op, _error_body(error))
             raise error from e
 
-        ends_at = (
-            event.origin_server_ts + req.duration_seconds * 1000
-            if req.duration_seconds
-            else None
-        )
+        # The break-out event is in the parent: from here on nothing is undone.
+        response = await self.commit(op, event.event_id, event.origin_server_ts, rooms)
+        if (
+            current.active
+            and current.event is not None
+            and current.event.type != event.type
+        ):
+            # The old break-out of the other type would otherwise stay in force.
+            try:
+                await self._send_empty(current.event.type, parent, acting)
+            except SynapseError as e:
+                logger.warning(
+                    "Could not end the old %s in %s: %s",
+                    current.event.type,
+                    parent,
+                    e.msg,
+                )
+        return HTTPStatus.OK, await self.move_users(op, response)
+
+    async def commit(
+        self, op: Operation, event_id: str, sent_ts: int, rooms: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Record that ``op``'s break-out event was sent; returns the response."""
+        duration = op.request.get("duration_seconds")
+        ends_at = sent_ts + duration * 1000 if duration else None
         response: dict[str, Any] = {
-            "room_id": parent,
-            "event_id": event.event_id,
+            "room_id": op.parent_room_id,
+            "event_id": event_id,
             "rooms": rooms,
             "ends_at": ends_at,
             "failed_users": [],
         }
+        assert op.acting_user is not None  # every start operation has one
         await self._store.finish(
             op.op_id,
             OperationState.COMMITTED,
             {"status": HTTPStatus.OK, "body": response},
             ActiveBreakout(
-                parent_room_id=parent,
+                parent_room_id=op.parent_room_id,
                 op_id=op.op_id,
-                event_id=event.event_id,
-                acting_user=acting,
-                move=req.move,
-                started_ts=event.origin_server_ts,
+                event_id=event_id,
+                acting_user=op.acting_user,
+                move=op.request.get("move", "invite"),
+                started_ts=sent_ts,
                 ends_at=ends_at,
             ),
         )
         logger.info(
-            "Started break-out %s in %s: %d rooms", op.op_id, parent, len(rooms)
+            "Started break-out %s in %s: %d rooms",
+            op.op_id,
+            op.parent_room_id,
+            len(rooms),
         )
-        if req.move != "suggest":
-            response["failed_users"] = await self._move_all(
-                acting, rooms, req.move, req.join_rule
-            )
-            await self._store.set_response(
-                op.op_id, {"status": HTTPStatus.OK, "body": response}
-            )
-        return HTTPStatus.OK, response
+        return response
 
-    def _check_acting_user(self, acting: str, state: StateMap[EventBase]) -> None:
+    async def move_users(
+        self, op: Operation, response: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Invite or join the listed users (best effort); stores the final response."""
+        move = op.request.get("move", "invite")
+        if move == "suggest" or op.acting_user is None:
+            return response
+        response["failed_users"] = await self._move_all(
+            op.acting_user,
+            response["rooms"],
+            move,
+            op.request.get("join_rule", "restricted"),
+        )
+        await self._store.set_response(
+            op.op_id, {"status": HTTPStatus.OK, "body": response}
+        )
+        return response
+
+    def _check_acting_user(
+        self, acting: str, state: StateMap[EventBase], event_type: str
+    ) -> None:
         if not self._api.is_mine(acting):
             raise SynapseError(
                 HTTPStatus.BAD_REQUEST,
@@ -284,11 +334,11 @@ class BreakoutOperations:
                 f">= {self._config.power_level}",
                 Codes.FORBIDDEN,
             )
-        needed = required_level_to_send(self._config.event_type, state)
+        needed = required_level_to_send(event_type, state)
         if user_power_level(acting, state) < needed:
             raise SynapseError(
                 HTTPStatus.FORBIDDEN,
-                f"acting_user {acting} may not send {self._config.event_type} in "
+                f"acting_user {acting} may not send {event_type} in "
                 f"this room (needs power level {needed})",
                 Codes.FORBIDDEN,
             )
@@ -400,13 +450,12 @@ class BreakoutOperations:
             config["power_level_content_override"] = {"users": moderators}
         return config
 
-    async def _create_and_commit(
+    async def _create_rooms_and_send(
         self,
         op: Operation,
         req: StartRequest,
         plan: tuple[ChildSpec, ...],
         state: StateMap[EventBase],
-        current: CurrentBreakout,
     ) -> tuple[EventBase, list[dict[str, Any]]]:
         acting = op.acting_user
         assert acting is not None
@@ -446,13 +495,6 @@ class BreakoutOperations:
                 "content": content.to_json(),
             },
         )
-        # The old break-out of the other type would otherwise stay in force.
-        if (
-            current.event is not None
-            and current.event.type != event_type
-            and current.active
-        ):
-            await self._send_empty(current.event.type, parent, acting)
         return event, rooms
 
     async def _send_empty(self, event_type: str, parent: str, sender: str) -> EventBase:
@@ -467,8 +509,15 @@ class BreakoutOperations:
             },
         )
 
-    def _replay(self, earlier: Operation) -> tuple[int, dict[str, Any]]:
+    def _replay(self, earlier: Operation, parent: str) -> tuple[int, dict[str, Any]]:
         """The first response of an operation repeated with the same txn_id."""
+        if earlier.parent_room_id != parent:
+            raise SynapseError(
+                HTTPStatus.BAD_REQUEST,
+                f"txn_id: {earlier.txn_id!r} was already used for a break-out in "
+                f"{earlier.parent_room_id}",
+                Codes.INVALID_PARAM,
+            )
         if earlier.state == OperationState.PENDING or earlier.response is None:
             raise BreakoutActiveError(
                 f"the operation with txn_id {earlier.txn_id!r} is still under way"
@@ -517,9 +566,9 @@ class BreakoutOperations:
 
     # --- roll back ----------------------------------------------------------------
 
-    async def operation_rooms(self, op: Operation) -> set[str]:
+    async def operation_rooms(self, op: Operation, crashed: bool = False) -> set[str]:
         """Every room ``op`` created: journalled, marked in its create event, or
-        an empty shell of its acting user's."""
+        (``crashed``: its process died) an empty shell of its acting user's."""
         rooms = set(await self._store.rooms_of(op.op_id))
         if op.acting_user:
             for room_id in await synapse_adapter.rooms_created_by(
@@ -533,6 +582,7 @@ class BreakoutOperations:
                 marker = create.content.get(CREATION_MARKER) if create else None
                 if isinstance(marker, Mapping) and marker.get("operation") == op.op_id:
                     rooms.add(room_id)
+        if crashed and op.acting_user:
             # A crash between Synapse registering a room and storing its create
             # event leaves an empty shell, of no use to anyone: it goes too.
             rooms.update(
@@ -540,7 +590,9 @@ class BreakoutOperations:
             )
         return rooms
 
-    async def roll_back(self, op: Operation, error: dict[str, Any]) -> bool:
+    async def roll_back(
+        self, op: Operation, error: dict[str, Any], crashed: bool = False
+    ) -> bool:
         """Delete every room ``op`` made; the parent's state is untouched.
 
         The journal says ``rolling_back`` (which releases the parent's lock and
@@ -551,7 +603,7 @@ class BreakoutOperations:
             Whether no room of ``op`` is left.
         """
         await self._store.finish(op.op_id, OperationState.ROLLING_BACK, error)
-        rooms = await self.operation_rooms(op)
+        rooms = await self.operation_rooms(op, crashed)
         remaining = await synapse_adapter.existing_rooms(self._api, rooms)
         dropped = await synapse_adapter.release_other_processes_room_locks(
             self._api, remaining
@@ -602,13 +654,12 @@ class BreakoutOperations:
                     "joined_members": joined,
                 }
             )
-        from_api = active is not None and active.event_id == current.event.event_id
         return {
             "active": current.active,
             "event_id": current.event.event_id,
             "sender": current.event.sender,
             "started_at": current.event.origin_server_ts,
-            "ends_at": active.ends_at if from_api and active else None,
+            "ends_at": active.ends_at if active and current.active else None,
             "rooms": rooms,
         }
 
@@ -696,7 +747,7 @@ class BreakoutOperations:
     ) -> dict[str, Any]:
         state, event, content = await self._active(parent)
         acting = await self.actor(requester, parent, state)
-        lock_id = f"end-{secrets.token_hex(6)}"
+        lock_id = self.lock_id("end")
         if not await self._store.lock(parent, lock_id):
             raise BreakoutActiveError(
                 f"another break-out operation on {parent} is under way"
@@ -800,7 +851,7 @@ class BreakoutOperations:
             )
             for child in content.children
         )
-        lock_id = f"move-{secrets.token_hex(6)}"
+        lock_id = self.lock_id("move")
         if not await self._store.lock(parent, lock_id):
             raise BreakoutActiveError(
                 f"another break-out operation on {parent} is under way"
@@ -819,6 +870,7 @@ class BreakoutOperations:
                     },
                 },
             )
+            await self._store.set_active_event(parent, event.event_id)
         finally:
             await self._store.unlock(parent, lock_id)
         errors: list[dict[str, str]] = []

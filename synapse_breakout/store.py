@@ -42,7 +42,8 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
             created_ts BIGINT NOT NULL,
             updated_ts BIGINT NOT NULL,
             response TEXT,
-            acting_user TEXT
+            acting_user TEXT,
+            request TEXT
         )
         """,
         # NULL txn_ids are distinct on both engines: only real txn_ids collide.
@@ -200,6 +201,8 @@ class Operation:
     updated_ts: int
     response: Any
     acting_user: str | None
+    #: What recovery needs of the request: move, join_rule, duration_seconds.
+    request: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -224,7 +227,7 @@ class OperationState:
 
 _OP_COLUMNS = (
     "op_id, kind, parent_room_id, requester, txn_id, state, instance, "
-    "process_token, created_ts, updated_ts, response, acting_user"
+    "process_token, created_ts, updated_ts, response, acting_user, request"
 )
 _ACTIVE_COLUMNS = (
     "parent_room_id, op_id, event_id, acting_user, move, started_ts, ends_at"
@@ -234,6 +237,7 @@ _ACTIVE_COLUMNS = (
 def _operation(row: Sequence[Any]) -> Operation:
     values = list(row)
     values[10] = json.loads(values[10]) if values[10] is not None else None
+    values[12] = json.loads(values[12]) if values[12] is not None else {}
     return Operation(*values)
 
 
@@ -264,7 +268,7 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
         return None
     txn.execute(
         f"INSERT INTO breakout_operations ({_OP_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             op.op_id,
             op.kind,
@@ -278,6 +282,7 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
             op.updated_ts,
             None,
             op.acting_user,
+            json.dumps(op.request),
         ),
     )
     return op
@@ -389,6 +394,24 @@ def _claim_end_txn(txn: LoggingTransaction, parent: str, op_id: str) -> bool:
     return txn.rowcount == 1
 
 
+def _set_active_event_txn(txn: LoggingTransaction, parent: str, event_id: str) -> None:
+    txn.execute(
+        "UPDATE breakout_active SET event_id = ? WHERE parent_room_id = ?",
+        (event_id, parent),
+    )
+
+
+def _orphan_locks_txn(txn: LoggingTransaction) -> list[tuple[str, str, int]]:
+    """Locks no unfinished journalled operation holds: end and move's own."""
+    txn.execute(
+        "SELECT l.parent_room_id, l.op_id, l.locked_ts FROM breakout_parent_locks l"
+        " WHERE NOT EXISTS (SELECT 1 FROM breakout_operations o"
+        " WHERE o.op_id = l.op_id AND o.state IN (?, ?))",
+        (OperationState.PENDING, OperationState.ROLLING_BACK),
+    )
+    return [(row[0], row[1], row[2]) for row in txn]
+
+
 def _lock_txn(txn: LoggingTransaction, parent: str, op_id: str, now: int) -> bool:
     txn.execute(
         "INSERT INTO breakout_parent_locks (parent_room_id, op_id, locked_ts)"
@@ -492,6 +515,18 @@ class OperationStore:
         """Remove the active row; True for the one caller that removed it."""
         return await self._api.run_db_interaction(
             "breakout_claim_end", _claim_end_txn, parent, op_id
+        )
+
+    async def set_active_event(self, parent: str, event_id: str) -> None:
+        """The active break-out's event changed (a move)."""
+        await self._api.run_db_interaction(
+            "breakout_set_active_event", _set_active_event_txn, parent, event_id
+        )
+
+    async def orphan_locks(self) -> list[tuple[str, str, int]]:
+        """(parent, lock id, locked at) of locks held by no journalled operation."""
+        return await self._api.run_db_interaction(
+            "breakout_orphan_locks", _orphan_locks_txn
         )
 
     async def lock(self, parent: str, op_id: str) -> bool:

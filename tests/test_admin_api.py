@@ -231,6 +231,44 @@ class AdminApiTestCase(ParentRoomTestCase):
         )
         self.assertEqual(other["errcode"], "M_FORBIDDEN")
 
+    def test_txn_id_of_another_parent_is_refused(self) -> None:
+        self.start({"rooms": [{"name": "A"}], "txn_id": "t"})
+        other = self.make_parent()
+        body = self.call(
+            "POST",
+            self.room_path(other),
+            {"acting_user": self.host, "rooms": [{"name": "B"}], "txn_id": "t"},
+            expect=HTTPStatus.BAD_REQUEST,
+        )
+        self.assertIn("txn_id", body["error"])
+        self.assertIn(self.parent, body["error"])
+
+    def test_replace_checks_the_old_type_can_be_ended_before_creating(self) -> None:
+        parent = self.make_parent(
+            power_level_content_override={
+                "users": {self.mod: 50, self.host: 100},
+                "events": {"m.breakout": 100},
+            }
+        )
+        child = self.helper.create_room_as(self.host, tok=self.host_tok)
+        self.helper.send_state(
+            parent,
+            "m.breakout",
+            {"m.breakout": {child: {"via": ["test"]}}},
+            tok=self.host_tok,
+        )
+        before = self.local_room_count()
+        body = self.call(
+            "POST",
+            self.room_path(parent),
+            {"acting_user": self.mod, "rooms": [{"name": "B"}], "replace": True},
+            expect=HTTPStatus.FORBIDDEN,
+        )
+        self.assertIn("m.breakout", body["error"])
+        self.pump(1)
+        self.assertEqual(self.local_room_count(), before)
+        self.assertEqual(list(self.state(parent, "m.breakout")["m.breakout"]), [child])
+
     def test_failed_call_is_replayed_with_its_error(self) -> None:
         self.start({"rooms": [{"name": "A"}]})
         body = {"rooms": [{"name": "B"}], "txn_id": "t1"}

@@ -108,6 +108,11 @@ class RecoveryTestCase(ParentRoomTestCase):
             updated_ts=now,
             response=None,
             acting_user=self.host,
+            request={
+                "move": "invite",
+                "join_rule": "restricted",
+                "duration_seconds": 600,
+            },
         )
         self.assertEqual(self.get_success(self.module.operation_store.begin(op)), op)
         made = []
@@ -179,7 +184,12 @@ class RecoveryTestCase(ParentRoomTestCase):
         self.assertEqual(active.op_id, op.op_id)
         replay = self.start({"rooms": [{"name": "A"}], "txn_id": "crashed"})
         self.assertEqual({r["room_id"] for r in replay["rooms"]}, set(made))
-        self.assertEqual(replay["failed_users"][0]["user_id"], self.users[0])
+        self.assertEqual(replay["failed_users"], [])
+        # Its users are moved now, and its deadline stands.
+        for room_id in made:
+            self.assertEqual(self.membership_in(room_id, self.users[0]), "invite")
+        got = self.call("GET", self.room_path())
+        self.assertEqual(got["ends_at"], got["started_at"] + 600_000)
 
     def test_live_operation_of_this_process_is_left_alone(self) -> None:
         op, made = self.crashed_operation(rooms=1, journalled=1)
@@ -189,3 +199,54 @@ class RecoveryTestCase(ParentRoomTestCase):
         self.assertTrue(self.room_exists(made[0]))
         (still,) = self.get_success(self.module.operation_store.unfinished())
         self.assertEqual((still.op_id, still.state), (op.op_id, OperationState.PENDING))
+
+
+class LocksAndTimersTestCase(ParentRoomTestCase):
+    def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
+        super().prepare(reactor, clock, hs)
+        self.module = find_module(hs)
+
+    def test_lock_left_by_a_dead_process_is_released_by_recovery(self) -> None:
+        store = self.module.operation_store
+        dead = f"end:{self.module.operations.instance}:a-dead-process:0000"
+        self.assertTrue(self.get_success(store.lock(self.parent, dead)))
+        self.start({"rooms": [{"name": "A"}]}, expect=409)
+        self.get_success(self.module.lifecycle.recover())
+        self.start({"rooms": [{"name": "A"}]})
+
+    def test_live_lock_of_this_process_is_kept(self) -> None:
+        store = self.module.operation_store
+        live = self.module.operations.lock_id("move")
+        self.assertTrue(self.get_success(store.lock(self.parent, live)))
+        self.get_success(self.module.lifecycle.recover())
+        self.start({"rooms": [{"name": "A"}]}, expect=409)
+
+    def test_deadline_waits_for_a_held_lock_then_ends(self) -> None:
+        result = self.start({"rooms": [{"name": "A"}], "duration_seconds": 10})
+        store = self.module.operation_store
+        live = self.module.operations.lock_id("move")
+        self.assertTrue(self.get_success(store.lock(self.parent, live)))
+        self.reactor.advance(15)
+        self.assertTrue(self.call("GET", self.room_path())["active"])
+        self.get_success(store.unlock(self.parent, live))
+        self.reactor.advance(2)
+        self.assertFalse(self.call("GET", self.room_path())["active"])
+        notices = [
+            m["content"]["body"] for m in self.messages(result["rooms"][0]["room_id"])
+        ]
+        self.assertEqual(notices, [TIME_IS_UP])
+
+    def test_move_keeps_the_deadline_visible(self) -> None:
+        result = self.start(
+            {
+                "rooms": [{"name": "A", "users": [self.users[0]]}, {"name": "B"}],
+                "duration_seconds": 600,
+            }
+        )
+        b = next(r["room_id"] for r in result["rooms"] if r["name"] == "B")
+        self.call(
+            "POST", self.room_path(suffix="/move"), {"user_id": self.users[0], "to": b}
+        )
+        self.assertEqual(
+            self.call("GET", self.room_path())["ends_at"], result["ends_at"]
+        )
