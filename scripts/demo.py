@@ -118,8 +118,12 @@ Try (a user at power level 0 in a public room may not send a break-out):
     '{synapse.base_url}/_matrix/client/v3/rooms/{room}/state/org.matrix.msc3985.breakout/' \\
     -d '{{"org.matrix.msc3985.breakout": {{}}}}'
 
-The admin API (docs/admin_api.md):
+The admin API (docs/admin_api.md): see the break-out, broadcast, end it:
   curl -s -H 'Authorization: Bearer {tokens["admin"]}' '{base}/rooms/{room}'
+  curl -s -X POST -H 'Authorization: Bearer {tokens["admin"]}' \\
+    '{base}/rooms/{room}/broadcast' -d '{{"body": "5 minutes left"}}'
+  curl -s -X DELETE -H 'Authorization: Bearer {tokens["admin"]}' \\
+    '{base}/rooms/{room}' -d '{{"message": "Back to the main room"}}'
 
 Press Ctrl-C to stop.""",
         flush=True,

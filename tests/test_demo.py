@@ -55,6 +55,9 @@ def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None
             if line.startswith("Press Ctrl-C"):
                 break
         text = "".join(output)
+        match = re.search(r"Synapse \(pid (\d+)\)", text)
+        if match:  # known before any other check, so cleanup can always use it
+            synapse_pid = int(match.group(1))
         assert "Press Ctrl-C to stop." in text, text
 
         with urllib.request.urlopen(
@@ -70,10 +73,8 @@ def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None
         assert len(response["rooms"]) == 2
         assert sorted(len(r["users"]) for r in response["rooms"]) == [2, 3]
         assert response["failed_users"] == []
-        match = re.search(r"Synapse \(pid (\d+)\)", text)
-        assert match, text
-        synapse_pid = int(match.group(1))
-        assert _alive(synapse_pid)
+        assert synapse_pid and _alive(synapse_pid)
+        assert "/broadcast" in text  # curl lines for the API's other endpoints
 
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert demo.wait(timeout=60) == 0
@@ -83,8 +84,12 @@ def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None
         assert not _alive(synapse_pid), "Synapse outlived the demo"
     finally:
         if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+            demo.send_signal(signal.SIGINT)  # let it stop Synapse itself
+            try:
+                demo.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
         if synapse_pid and _alive(synapse_pid):
             os.kill(synapse_pid, signal.SIGKILL)
             pytest.fail("Synapse was left running")

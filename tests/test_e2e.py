@@ -79,13 +79,17 @@ class Homeserver:
             # Synapse's own default rate limits: the module must not trip them.
             rate_limits=True,
         )
-        self.synapse.start()
-        self.admin, self.admin_tok = self.synapse.register("admin", admin=True)
-        self.host, self.host_tok = self.synapse.register("host")
-        self.members = [self.synapse.register(f"m{i}") for i in range(4)]
-        self.parent = self.synapse.create_room(self.host_tok, preset="public_chat")
-        for _, tok in self.members:
-            self.synapse.join(tok, self.parent)
+        try:
+            self.synapse.start()
+            self.admin, self.admin_tok = self.synapse.register("admin", admin=True)
+            self.host, self.host_tok = self.synapse.register("host")
+            self.members = [self.synapse.register(f"m{i}") for i in range(4)]
+            self.parent = self.synapse.create_room(self.host_tok, preset="public_chat")
+            for _, tok in self.members:
+                self.synapse.join(tok, self.parent)
+        except BaseException:
+            self.synapse.stop()  # leave no process behind
+            raise
 
     def api(
         self, method: str, path: str, body: Any = None, tok: str | None = None
