@@ -675,3 +675,40 @@ class AdminApiTestCase(ParentRoomTestCase):
             )
             self.assertIn(field, err["error"])
         self.assertTrue(self.call("GET", self.room_path())["active"])
+
+
+class MetricsTestCase(ParentRoomTestCase):
+    def test_operations_and_durations_reach_synapses_metrics(self) -> None:
+        from prometheus_client import REGISTRY, generate_latest
+
+        def sample(name: str, **labels: str) -> float:
+            value = REGISTRY.get_sample_value(name, labels)
+            return value or 0.0
+
+        ok = sample("synapse_breakout_operations_total", kind="start", outcome="ok")
+        conflict = sample(
+            "synapse_breakout_operations_total", kind="start", outcome="conflict"
+        )
+        timed = sample("synapse_breakout_operation_seconds_count", kind="start")
+        self.start({"rooms": [{"name": "A"}]})
+        self.start({"rooms": [{"name": "B"}]}, expect=HTTPStatus.CONFLICT)
+        self.assertEqual(
+            sample("synapse_breakout_operations_total", kind="start", outcome="ok"),
+            ok + 1,
+        )
+        self.assertEqual(
+            sample(
+                "synapse_breakout_operations_total", kind="start", outcome="conflict"
+            ),
+            conflict + 1,
+        )
+        self.assertEqual(
+            sample("synapse_breakout_operation_seconds_count", kind="start"), timed + 2
+        )
+        exposition = generate_latest(REGISTRY).decode()
+        for name in (
+            "synapse_breakout_events_checked_total",
+            "synapse_breakout_sender_verdicts_total",
+            "synapse_breakout_recoveries_total",
+        ):
+            self.assertTrue(f"# TYPE {name} counter" in exposition, name)
