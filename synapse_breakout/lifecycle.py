@@ -18,7 +18,7 @@ from synapse.api.errors import SynapseError
 from synapse.module_api import ModuleApi
 
 from synapse_breakout import synapse_adapter
-from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.config import BREAKOUT_EVENT_TYPES, BreakoutConfig
 from synapse_breakout.metrics import RECOVERIES
 from synapse_breakout.operations import (
     TIME_IS_UP,
@@ -213,36 +213,44 @@ class Lifecycle:
         return removed
 
     async def _eject(self, active: ActiveBreakout) -> int:
-        state = await self._api.get_room_state(active.parent_room_id)
-        current = self._ops.current(state)
+        parent = active.parent_room_id
+        breakout = await self._api.get_room_state(
+            parent, [(t, "") for t in BREAKOUT_EVENT_TYPES]
+        )
+        current = self._ops.current(breakout)
         if not current.active or current.content is None:
             return 0
-        removed = 0
-        for room_id in current.content.room_ids:
-            if not self._api.is_mine(
-                room_id
-            ) and room_id not in await synapse_adapter.rooms_with_create_event(
-                self._api, [room_id]
-            ):
-                continue
+        here = await synapse_adapter.rooms_with_create_event(
+            self._api, current.content.room_ids
+        )
+        # The children's members, then only their memberships in the parent:
+        # never the whole membership of a large parent.
+        in_children: dict[str, list[str]] = {}
+        for room_id in sorted(here):
             members = await self._api.get_room_state(room_id, [("m.room.member", None)])
             for (_, user), event in members.items():
-                if event.content.get("membership") not in ("join", "invite"):
-                    continue
-                if membership(user, state) in ("leave", "ban"):
-                    try:
-                        await synapse_adapter.update_membership(
-                            self._api, active.acting_user, user, room_id, "leave"
-                        )
-                        removed += 1
-                        logger.info(
-                            "Removed %s from %s: they left %s",
-                            user,
-                            room_id,
-                            active.parent_room_id,
-                        )
-                    except SynapseError as e:
-                        logger.warning(
-                            "Could not remove %s from %s: %s", user, room_id, e.msg
-                        )
+                if event.content.get("membership") in ("join", "invite"):
+                    in_children.setdefault(user, []).append(room_id)
+        if not in_children:
+            return 0
+        in_parent = await self._api.get_room_state(
+            parent, [("m.room.member", user) for user in in_children]
+        )
+        removed = 0
+        for user, rooms in sorted(in_children.items()):
+            if membership(user, in_parent) not in ("leave", "ban"):
+                continue
+            for room_id in rooms:
+                try:
+                    await synapse_adapter.update_membership(
+                        self._api, active.acting_user, user, room_id, "leave"
+                    )
+                    removed += 1
+                    logger.info(
+                        "Removed %s from %s: they left %s", user, room_id, parent
+                    )
+                except SynapseError as e:
+                    logger.warning(
+                        "Could not remove %s from %s: %s", user, room_id, e.msg
+                    )
         return removed
