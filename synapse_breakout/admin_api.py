@@ -311,7 +311,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
             return
         if self._config.admin_api.allow_room_moderators:
             try:
-                state = await self._api.get_room_state(parent)
+                state = await self._ops.parent_state(parent, [caller.user_id])
             except SynapseError:
                 state = {}
             if self._ops.is_moderator(caller.user_id, state):

@@ -114,7 +114,7 @@ class Lifecycle:
         rooms = await self._ops.operation_rooms(op)
         if op.state == OperationState.PENDING and rooms:
             try:
-                state = await self._ops.parent_state(op.parent_room_id)
+                state = await self._ops.parent_state(op.parent_room_id, members=())
             except SynapseError:
                 state = {}
             current = self._ops.current(state)

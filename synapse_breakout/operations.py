@@ -56,7 +56,40 @@ BREAKOUT_ACTIVE = "ORG.MATRIX.MSC3985.BREAKOUT_ACTIVE"
 #: Key of the create-event content that marks a child room as made by an operation.
 CREATION_MARKER = "org.matrix.msc3985.breakout_parent"
 TIME_IS_UP = "Time is up"
+#: The version of child rooms when the parent's cannot have a "restricted" rule.
+DEFAULT_CHILD_VERSION = "12"
 COPIED_STATE = ("m.room.encryption", "m.room.history_visibility", "m.room.guest_access")
+
+
+#: What every read of a parent needs, besides memberships.
+PARENT_STATE = (
+    ("m.room.create", ""),
+    ("m.room.power_levels", ""),
+    ("m.room.join_rules", ""),
+    *((event_type, "") for event_type in COPIED_STATE),
+    *((event_type, "") for event_type in sorted(BREAKOUT_EVENT_TYPES)),
+)
+
+
+def _named_users(state: StateMap[EventBase]) -> set[str]:
+    """Users the parent's state names: in its power levels, as creators, as
+    senders of its break-out events. Moderators are among them."""
+    named: set[str] = set()
+    power_levels = state.get(("m.room.power_levels", ""))
+    users = power_levels.content.get("users") if power_levels else None
+    if isinstance(users, Mapping):
+        named.update(u for u in users if isinstance(u, str))
+    create = state.get(("m.room.create", ""))
+    if create is not None:
+        named.add(create.sender)
+        extra = create.content.get("additional_creators")
+        if isinstance(extra, list):
+            named.update(u for u in extra if isinstance(u, str))
+    for event_type in BREAKOUT_EVENT_TYPES:
+        event = state.get((event_type, ""))
+        if event is not None:
+            named.add(event.sender)
+    return named
 
 
 class BreakoutActiveError(SynapseError):
@@ -128,14 +161,34 @@ class BreakoutOperations:
 
     # --- reading the parent ---------------------------------------------------
 
-    async def parent_state(self, parent: str) -> StateMap[EventBase]:
-        """The parent's current state; 404 when this server does not know it."""
-        state = await self._api.get_room_state(parent)
+    async def parent_state(
+        self, parent: str, members: Iterable[str] | None = None
+    ) -> StateMap[EventBase]:
+        """The parent's current state; 404 when this server does not know it.
+
+        Args:
+            members: whose membership events to read; None: everyone's. The
+                moderators (users named in the power levels, the creators) and
+                the break-out events' senders are always read, with the
+                create, power-level, join-rule, copied and break-out events. A
+                large parent's whole membership is read only when needed.
+        """
+        state = await self._api.get_room_state(
+            parent, None if members is None else PARENT_STATE
+        )
         if ("m.room.create", "") not in state:
             raise SynapseError(
                 HTTPStatus.NOT_FOUND, f"room {parent} is not known", Codes.NOT_FOUND
             )
-        return state
+        if members is None:
+            return state
+        wanted = set(members) | _named_users(state)
+        if not wanted:
+            return state
+        found = await self._api.get_room_state(
+            parent, [("m.room.member", user) for user in sorted(wanted)]
+        )
+        return {**state, **found}
 
     @staticmethod
     def current(state: StateMap[EventBase]) -> CurrentBreakout:
@@ -184,8 +237,13 @@ class BreakoutOperations:
     async def _start(
         self, requester: str, parent: str, req: StartRequest
     ) -> tuple[int, dict[str, Any]]:
-        state = await self.parent_state(parent)
         acting = req.acting_user or requester
+        listed = [u for spec in req.rooms or () for u in spec.users]
+        if isinstance(req.auto_users, tuple):
+            listed.extend(req.auto_users)
+        state = await self.parent_state(
+            parent, None if req.auto_users == "joined" else [acting, *listed]
+        )
         self._check_acting_user(acting, state, self._config.event_type)
         plan = self._plan(req, state, acting)
 
@@ -218,9 +276,12 @@ class BreakoutOperations:
             return self._replay(got, parent)
 
         try:
-            # Read again under the lock: what the check saw may have changed.
-            state = await self.parent_state(parent)
-            current = self.current(state)
+            # Read the break-out again under the lock: it may have changed.
+            current = self.current(
+                await self._api.get_room_state(
+                    parent, [(t, "") for t in BREAKOUT_EVENT_TYPES]
+                )
+            )
             if current.active and current.event is not None:
                 if not req.replace:
                     raise BreakoutActiveError(
@@ -389,18 +450,23 @@ class BreakoutOperations:
                         )
         return plan
 
-    def _child_config(
+    def _child_template(
         self,
         parent: str,
-        op_id: str,
-        spec: ChildSpec,
         state: StateMap[EventBase],
         acting: str,
         join_rule: str,
     ) -> dict[str, Any]:
+        """The ``createRoom`` body every child shares, read once from the parent."""
         create = state[("m.room.create", "")]
         version = str(create.content.get("room_version", "1"))
         known = KNOWN_ROOM_VERSIONS.get(version)
+        if known is None or not known.restricted_join_rule:
+            # Too old for "restricted" (or unknown here): Synapse's default.
+            version, known = (
+                DEFAULT_CHILD_VERSION,
+                KNOWN_ROOM_VERSIONS[DEFAULT_CHILD_VERSION],
+            )
         initial_state: list[dict[str, Any]] = []
         for event_type in COPIED_STATE:
             event = state.get((event_type, ""))
@@ -418,23 +484,6 @@ class BreakoutOperations:
         initial_state.append(
             {"type": "m.room.join_rules", "state_key": "", "content": rule}
         )
-        config: dict[str, Any] = {
-            "preset": "public_chat" if join_rule == "public" else "private_chat",
-            "visibility": "private",
-            "name": spec.name,
-            "initial_state": initial_state,
-            "creation_content": {
-                CREATION_MARKER: {"room_id": parent, "operation": op_id}
-            },
-        }
-        if spec.topic:
-            config["topic"] = spec.topic
-        if known is not None and known.restricted_join_rule:
-            # The parent's version: features match, and it allows "restricted".
-            config["room_version"] = version
-            child_creators_outrank = known.msc4289_creator_power_enabled
-        else:
-            child_creators_outrank = True  # the server default (12 in 1.163)
         moderators: dict[str, int] = {}
         for kind, user in state:
             if kind == "m.room.member" and self.is_moderator(user, state):
@@ -442,12 +491,37 @@ class BreakoutOperations:
                 # A creator of a version 12 parent outranks everyone there;
                 # in the child they get the usual top level.
                 moderators[user] = 100 if level >= CREATOR_POWER_LEVEL else level
-        if child_creators_outrank:
+        if known.msc4289_creator_power_enabled:
             moderators.pop(acting, None)  # a creator may not be listed
         else:
             moderators[acting] = max(moderators.get(acting, 100), 100)
+        template: dict[str, Any] = {
+            "preset": "public_chat" if join_rule == "public" else "private_chat",
+            "visibility": "private",
+            "room_version": version,
+            "initial_state": initial_state,
+        }
         if moderators:
-            config["power_level_content_override"] = {"users": moderators}
+            template["power_level_content_override"] = {"users": moderators}
+        return template
+
+    @staticmethod
+    def _child_config(
+        template: Mapping[str, Any],
+        parent: str,
+        op_id: str,
+        index: int,
+        spec: ChildSpec,
+    ) -> dict[str, Any]:
+        config = dict(template)
+        config["name"] = spec.name
+        if spec.topic:
+            config["topic"] = spec.topic
+        # The index keeps siblings' create events (and so version 12 room IDs,
+        # their hashes) distinct even within one millisecond.
+        config["creation_content"] = {
+            CREATION_MARKER: {"room_id": parent, "operation": op_id, "index": index}
+        }
         return config
 
     async def _create_rooms_and_send(
@@ -461,10 +535,9 @@ class BreakoutOperations:
         assert acting is not None
         parent = op.parent_room_id
         rooms: list[dict[str, Any]] = []
-        for spec in plan:
-            config = self._child_config(
-                parent, op.op_id, spec, state, acting, req.join_rule
-            )
+        template = self._child_template(parent, state, acting, req.join_rule)
+        for index, spec in enumerate(plan):
+            config = self._child_config(template, parent, op.op_id, index, spec)
             room_id, _ = await self._api.create_room(acting, config, ratelimit=False)
             await self._store.record_room(op.op_id, room_id)
             rooms.append(
@@ -630,7 +703,7 @@ class BreakoutOperations:
 
     async def describe(self, parent: str) -> dict[str, Any]:
         """The ``GET /rooms/{parentRoomId}`` answer: the break-out in force."""
-        current = self.current(await self.parent_state(parent))
+        current = self.current(await self.parent_state(parent, members=()))
         active = await self._store.get_active(parent)
         if current.event is None:
             return {
@@ -683,10 +756,13 @@ class BreakoutOperations:
         return (name if isinstance(name, str) else None), joined
 
     async def _active(
-        self, parent: str
+        self, parent: str, users: Iterable[str]
     ) -> tuple[StateMap[EventBase], EventBase, BreakoutContent]:
-        """The parent's state and its active break-out; 404 if there is none."""
-        state = await self.parent_state(parent)
+        """The parent's state (with ``users``' and the acting user's memberships)
+        and its active break-out; 404 if there is none."""
+        active = await self._store.get_active(parent)
+        acting = [active.acting_user] if active is not None else []
+        state = await self.parent_state(parent, [*users, *acting])
         current = self.current(state)
         if not current.active or current.event is None or current.content is None:
             raise SynapseError(
@@ -745,7 +821,7 @@ class BreakoutOperations:
     async def _end(
         self, requester: str, parent: str, message: str | None, close_rooms: bool
     ) -> dict[str, Any]:
-        state, event, content = await self._active(parent)
+        state, event, content = await self._active(parent, [requester])
         acting = await self.actor(requester, parent, state)
         lock_id = self.lock_id("end")
         if not await self._store.lock(parent, lock_id):
@@ -806,7 +882,7 @@ class BreakoutOperations:
 
     async def broadcast(self, requester: str, parent: str, body: str) -> dict[str, Any]:
         """Post ``body`` as an ``m.notice`` in every child room."""
-        state, _, content = await self._active(parent)
+        state, _, content = await self._active(parent, [requester])
         acting = await self.actor(requester, parent, state)
         sent: dict[str, str] = {}
         failed: list[dict[str, str]] = []
@@ -824,7 +900,7 @@ class BreakoutOperations:
         self, requester: str, parent: str, user_id: str, to: str | None
     ) -> dict[str, Any]:
         """Reassign one user (``to`` None: back to the main room)."""
-        state, event, content = await self._active(parent)
+        state, event, content = await self._active(parent, [requester, user_id])
         if to is not None and to not in content.room_ids:
             raise SynapseError(
                 HTTPStatus.BAD_REQUEST,
