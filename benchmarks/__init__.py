@@ -11,7 +11,6 @@ that imports ``tests`` (``__main__`` does so).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,16 +26,10 @@ def use_synapse_harness() -> str:
     Raises:
         RuntimeError: the harness could not be fetched.
     """
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fetch_synapse_tests.py")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip() or "fetching Synapse's tests failed")
-    path = out.stdout.strip()
-    if path not in sys.path:
-        # First, so that ``tests`` is Synapse's package, as in the root conftest.py.
-        sys.path.insert(0, path)
-    return path
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from fetch_synapse_tests import FetchError, use_harness
+
+    try:
+        return use_harness()
+    except FetchError as e:
+        raise RuntimeError(str(e)) from e

@@ -118,12 +118,31 @@ def fetch(version: str) -> Path:
     return dest
 
 
-def main() -> int:
+def use_harness() -> str:
+    """Fetch the harness of the installed Synapse and put it first on sys.path.
+
+    First, so that ``tests`` is Synapse's package. Returns the folder.
+
+    Raises:
+        FetchError: naming the version and why it could not be fetched.
+    """
     version = metadata.version("matrix-synapse")
     try:
-        print(fetch(version))
+        path = str(fetch(version))
     except (OSError, FetchError) as e:
-        print(f"could not fetch Synapse {version}'s test harness: {e}", file=sys.stderr)
+        raise FetchError(
+            f"could not fetch Synapse {version}'s test harness: {e}"
+        ) from e
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return path
+
+
+def main() -> int:
+    try:
+        print(use_harness())
+    except FetchError as e:
+        print(e, file=sys.stderr)
         return 1
     return 0
 

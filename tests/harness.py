@@ -42,6 +42,13 @@ class BreakoutTestCase(unittest.HomeserverTestCase):
     Tests change the module's config with ``@override_config(module_config(...))``.
     """
 
+    servlets = [
+        admin.register_servlets,
+        login.register_servlets,
+        register.register_servlets,
+        room.register_servlets,
+    ]
+
     def default_config(self) -> dict[str, Any]:
         config = super().default_config()
         # @override_config has been applied by now: keep its modules entry.
@@ -72,13 +79,6 @@ def find_module(hs: HomeServer) -> BreakoutModule:
 
 class ParentRoomTestCase(BreakoutTestCase):
     """A public parent room (host: creator, mod: 50, six members) and API helpers."""
-
-    servlets = [
-        admin.register_servlets,
-        login.register_servlets,
-        register.register_servlets,
-        room.register_servlets,
-    ]
 
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)

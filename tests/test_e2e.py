@@ -271,12 +271,22 @@ def test_deadline_passed_while_down_ends_the_breakout_after_restart(
         time.sleep(0.25)
     assert not hs.api("GET", hs.parent_path())["active"]
     child = started["rooms"][0]["room_id"]
-    messages = hs.synapse.request(
-        "GET",
-        f"/_matrix/client/v3/rooms/{urllib.parse.quote(child)}/messages?dir=b&limit=50",
-        hs.host_tok,
-    )
-    bodies = [
-        e["content"]["body"] for e in messages["chunk"] if e["type"] == "m.room.message"
-    ]
+
+    def notices() -> list[str]:
+        messages = hs.synapse.request(
+            "GET",
+            f"/_matrix/client/v3/rooms/{urllib.parse.quote(child)}/messages?dir=b&limit=50",
+            hs.host_tok,
+        )
+        return [
+            e["content"]["body"]
+            for e in messages["chunk"]
+            if e["type"] == "m.room.message"
+        ]
+
+    # The emptied event goes first, the notices right after it.
+    while not notices() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(1)  # a second notice, if there were one, would be here by now
+    bodies = notices()
     assert bodies == ["Time is up"]

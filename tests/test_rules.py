@@ -14,8 +14,6 @@ from harness import (
     transactions_during,
 )
 from parameterized import parameterized_class
-from synapse.rest import admin
-from synapse.rest.client import login, room
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from tests.unittest import override_config
@@ -41,12 +39,6 @@ def counter(outcome: str, reason: str) -> float:
 class RulesTestCase(BreakoutTestCase):
     room_version: str
     event_type: str
-
-    servlets = [
-        admin.register_servlets,
-        login.register_servlets,
-        room.register_servlets,
-    ]
 
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
@@ -340,12 +332,6 @@ class RulesTestCase(BreakoutTestCase):
 
 
 class QueryCountTestCase(BreakoutTestCase):
-    servlets = [
-        admin.register_servlets,
-        login.register_servlets,
-        room.register_servlets,
-    ]
-
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
         self.owner = self.register_user("owner", "pass")

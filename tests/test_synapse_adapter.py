@@ -6,8 +6,6 @@ from typing import Any
 
 from harness import BreakoutTestCase, find_module, probe_event
 from synapse.events import EventBase
-from synapse.rest import admin
-from synapse.rest.client import login, room
 from synapse.server import HomeServer
 from synapse.storage.database import LoggingTransaction
 from synapse.util.clock import Clock
@@ -84,12 +82,6 @@ class DispatcherShortcutTestCase(BreakoutTestCase):
 
 
 class RoomsWithCreateEventTestCase(BreakoutTestCase):
-    servlets = [
-        admin.register_servlets,
-        login.register_servlets,
-        room.register_servlets,
-    ]
-
     def test_one_query_finds_the_known_rooms(self) -> None:
         user = self.register_user("u", "pass")
         tok = self.login("u", "pass")
