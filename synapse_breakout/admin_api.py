@@ -76,16 +76,26 @@ def get_str(
     key: str,
     *,
     max_length: int = MAX_TEXT_LENGTH,
-    required: bool = False,
     where: str = "",
 ) -> str | None:
     value = body.get(key)
     if value is None:
-        if required:
-            raise bad(f"{where}{key}", "is required", Codes.MISSING_PARAM)
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= max_length:
         raise bad(f"{where}{key}", f"must be a string of 1 to {max_length} characters")
+    return value
+
+
+def require_str(
+    body: Mapping[str, Any],
+    key: str,
+    *,
+    max_length: int = MAX_TEXT_LENGTH,
+    where: str = "",
+) -> str:
+    value = get_str(body, key, max_length=max_length, where=where)
+    if value is None:
+        raise bad(f"{where}{key}", "is required", Codes.MISSING_PARAM)
     return value
 
 
@@ -170,8 +180,7 @@ def parse_start_request(
                     f"rooms[{i}].users", f"{sorted(twice)[0]} is in another room too"
                 )
             seen.update(users)
-            name = get_str(raw, "name", required=True, where=where)
-            assert name is not None
+            name = require_str(raw, "name", where=where)
             specs.append(
                 ChildSpec(
                     name=name,
@@ -365,8 +374,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("body",))
-        text = get_str(body, "body", max_length=MAX_BROADCAST_LENGTH, required=True)
-        assert text is not None
+        text = require_str(body, "body", max_length=MAX_BROADCAST_LENGTH)
         return HTTPStatus.OK, await self._ops.broadcast(caller, parent, text)
 
     async def _move(
