@@ -291,12 +291,11 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
 def _record_room_txn(
     txn: LoggingTransaction, op_id: str, room_id: str, now: int
 ) -> None:
+    # One statement: the operation's progress (for recovery) is read from
+    # these rows, so the journal costs a running start no more than this.
     txn.execute(
         "INSERT INTO breakout_op_rooms (op_id, room_id, created_ts) VALUES (?, ?, ?)",
         (op_id, room_id, now),
-    )
-    txn.execute(
-        "UPDATE breakout_operations SET updated_ts = ? WHERE op_id = ?", (now, op_id)
     )
 
 
@@ -355,12 +354,22 @@ def _set_response_txn(
 
 
 def _unfinished_txn(txn: LoggingTransaction) -> list[Operation]:
+    """Unfinished operations; ``updated_ts`` is their last sign of progress,
+    the newest of their own row and of the rooms they recorded."""
     txn.execute(
-        f"SELECT {_OP_COLUMNS} FROM breakout_operations WHERE state IN (?, ?)"
-        " ORDER BY created_ts",
+        f"SELECT {_OP_COLUMNS}, (SELECT MAX(r.created_ts) FROM breakout_op_rooms r"
+        " WHERE r.op_id = breakout_operations.op_id)"
+        " FROM breakout_operations WHERE state IN (?, ?) ORDER BY created_ts",
         (OperationState.PENDING, OperationState.ROLLING_BACK),
     )
-    return [_operation(row) for row in txn]
+    operations = []
+    for row in txn:
+        op = _operation(row[:-1])
+        last_room = row[-1]
+        if last_room is not None and last_room > op.updated_ts:
+            op = attrs.evolve(op, updated_ts=last_room)
+        operations.append(op)
+    return operations
 
 
 def _get_active_txn(txn: LoggingTransaction, parent: str) -> ActiveBreakout | None:

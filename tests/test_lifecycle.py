@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import attrs
 from harness import UNSTABLE, ParentRoomTestCase, find_module, module_config
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
+from synapse_breakout.lifecycle import STALE_AFTER_MS
 from synapse_breakout.operations import CREATION_MARKER, TIME_IS_UP
 from synapse_breakout.store import Operation, OperationState
 
@@ -249,4 +251,25 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         )
         self.assertEqual(
             self.call("GET", self.room_path())["ends_at"], result["ends_at"]
+        )
+
+
+class ProgressTestCase(RecoveryTestCase):
+    def test_recorded_rooms_count_as_progress_for_other_workers(self) -> None:
+        op, _ = self.crashed_operation(rooms=1, journalled=0)
+        self.ops.process_token = "a-previous-process"  # alive: recovery leaves it
+        store = self.module.operation_store
+        (before,) = self.get_success(store.unfinished())
+        self.reactor.advance(100)
+        room_id, _ = self.get_success(self.module_api.create_room(self.host, {}))
+        self.get_success(store.record_room(op.op_id, room_id))
+        (after,) = self.get_success(store.unfinished())
+        self.assertEqual(after.updated_ts - before.updated_ts, 100_000)
+        # Another worker's operation that moved 100 s ago is not stale yet...
+        other = attrs.evolve(after, instance="worker1", process_token="t")
+        now = self.clock.time_msec()
+        self.assertFalse(self.module.lifecycle._abandoned(other, now))
+        # ...and is, once it has not moved for longer than the threshold.
+        self.assertTrue(
+            self.module.lifecycle._abandoned(other, now + STALE_AFTER_MS + 1)
         )
