@@ -22,7 +22,8 @@ from twisted.internet.testing import MemoryReactor
 from twisted.web.resource import Resource
 
 from synapse_breakout.module import BreakoutModule
-from synapse_breakout.store import BreakoutStore
+from synapse_breakout.spam import SENDER_TRUST_KEY
+from synapse_breakout.store import BreakoutStore, Operation, OperationState
 from tests import unittest
 
 MODULE = "synapse_breakout.BreakoutModule"
@@ -223,3 +224,44 @@ def transactions_during(hs: HomeServer, action: Callable[[], Any]) -> list[str]:
     finally:
         db_pool.runInteraction = original  # type: ignore[method-assign]
     return seen
+
+
+def journal_crashed_start(
+    test: BreakoutTestCase,
+    parent: str,
+    requester: str,
+    acting_user: str,
+    request: dict[str, Any] | None = None,
+) -> Operation:
+    """Journal a start as a previous run of this instance left it: pending.
+
+    What a crash leaves behind, for recovery to find.
+    """
+    module = find_module(test.hs)
+    now = test.clock.time_msec()
+    op = Operation(
+        op_id=f"{now}-crashed",
+        kind="start",
+        parent_room_id=parent,
+        requester=requester,
+        txn_id="crashed",
+        state=OperationState.PENDING,
+        instance=module.operations.instance,
+        process_token="a-previous-process",
+        created_ts=now,
+        updated_ts=now,
+        response=None,
+        acting_user=acting_user,
+        request=request or {},
+    )
+    test.assertEqual(test.get_success(module.operation_store.begin(op)), op)
+    return op
+
+
+def annotation_in(events: list[dict[str, Any]], event_id: str) -> Any:
+    """The sender-trust annotation of ``event_id`` among ``events`` served to a
+    client: None when served without one, "absent" when not served at all."""
+    for event in events:
+        if event["event_id"] == event_id:
+            return event.get("unsigned", {}).get(SENDER_TRUST_KEY)
+    return "absent"

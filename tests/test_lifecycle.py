@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import attrs
-from harness import UNSTABLE, ParentRoomTestCase, find_module, module_config
+from harness import (
+    UNSTABLE,
+    ParentRoomTestCase,
+    find_module,
+    journal_crashed_start,
+    module_config,
+)
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from tests.unittest import override_config
@@ -96,27 +102,13 @@ class RecoveryTestCase(ParentRoomTestCase):
     ) -> tuple[Operation, list[str]]:
         """An operation of a previous process that made ``rooms`` rooms and
         journalled the first ``journalled`` of them before it died."""
-        now = self.clock.time_msec()
-        op = Operation(
-            op_id=f"{now}-crashed",
-            kind="start",
-            parent_room_id=self.parent,
-            requester=self.admin,
-            txn_id="crashed",
-            state=OperationState.PENDING,
-            instance=self.ops.instance,
-            process_token="a-previous-process",
-            created_ts=now,
-            updated_ts=now,
-            response=None,
-            acting_user=self.host,
-            request={
-                "move": "invite",
-                "join_rule": "restricted",
-                "duration_seconds": 600,
-            },
+        op = journal_crashed_start(
+            self,
+            self.parent,
+            self.admin,
+            self.host,
+            {"move": "invite", "join_rule": "restricted", "duration_seconds": 600},
         )
-        self.assertEqual(self.get_success(self.module.operation_store.begin(op)), op)
         made = []
         for i in range(rooms):
             room_id, _ = self.get_success(

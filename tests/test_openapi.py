@@ -23,15 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import ACTIVE, BASE, UNSTABLE, ParentRoomTestCase, find_module
+from harness import (
+    ACTIVE,
+    BASE,
+    UNSTABLE,
+    ParentRoomTestCase,
+    find_module,
+    journal_crashed_start,
+)
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from tests.server import FakeChannel
 from twisted.internet.testing import MemoryReactor
-
-from synapse_breakout.store import Operation, OperationState
 
 OPENAPI = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -289,23 +294,8 @@ def start_conflict(t: OpenApiTestCase) -> FakeChannel:
 def start_replay_of_crashed(t: OpenApiTestCase) -> FakeChannel:
     """A retry of a call whose homeserver stopped half-way: rolled back, 500."""
     parent = t.make_parent()
+    journal_crashed_start(t, parent, t.admin, t.host)
     module = find_module(t.hs)
-    now = t.clock.time_msec()
-    crashed = Operation(
-        op_id=f"{now}-crashed",
-        kind="start",
-        parent_room_id=parent,
-        requester=t.admin,
-        txn_id="crashed",
-        state=OperationState.PENDING,
-        instance=module.operations.instance,
-        process_token="a-previous-process",
-        created_ts=now,
-        updated_ts=now,
-        response=None,
-        acting_user=t.host,
-    )
-    t.get_success(module.operation_store.begin(crashed))
     t.get_success(module.lifecycle.recover())
     return t.request(
         "POST",

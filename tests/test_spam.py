@@ -13,6 +13,7 @@ from typing import Any
 
 from harness import (
     BreakoutTestCase,
+    annotation_in,
     find_module,
     module_config,
     probe_event,
@@ -261,11 +262,7 @@ class TrustTestCase(BreakoutTestCase):
         found: dict[str, Any] = {}
 
         def pick(where: str, events: list[dict[str, Any]]) -> None:
-            for event in events:
-                if event["event_id"] == event_id:
-                    found[where] = event.get("unsigned", {}).get(SENDER_TRUST_KEY)
-                    return
-            found.setdefault(where, "absent")
+            found[where] = annotation_in(events, event_id)
 
         channel = self.make_request(
             "GET", f"/rooms/{room_id}/event/{event_id}", access_token=tok

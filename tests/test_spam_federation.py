@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import Any
 from unittest.mock import Mock
 
-from harness import BreakoutTestCase, find_module, module_config
+from harness import BreakoutTestCase, annotation_in, find_module, module_config
 from parameterized import parameterized_class
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.rest import admin
@@ -150,11 +150,7 @@ class FederatedSenderTestCase(BreakoutTestCase, unittest.FederatingHomeserverTes
         found: dict[str, Any] = {}
 
         def pick(where: str, events: list[dict[str, Any]]) -> None:
-            for event in events:
-                if event["event_id"] == event_id:
-                    found[where] = event.get("unsigned", {}).get(SENDER_TRUST_KEY)
-                    return
-            found[where] = "absent"
+            found[where] = annotation_in(events, event_id)
 
         base = f"/rooms/{self.parent}"
         channel = self.make_request(
