@@ -1,28 +1,40 @@
-"""The admin REST API (SPEC section 4), under ``/_synapse/client/breakout/v1``.
+"""The admin REST API (docs/admin_api.md), under ``/_synapse/client/breakout/v1``.
 
 Synapse serves module resources only under ``/_synapse/client``. Every request
 is authenticated first (access token), then authorised (server admin; or, with
 ``admin_api.allow_room_moderators``, a moderator of the parent for the room
 endpoints), then its body is checked field by field; every mistake is a 4xx
-``{"errcode", "error"}`` naming the field. The work itself is in operations.py.
+``{"errcode", "error"}`` naming the field. The work itself is in start.py,
+running.py and placement.py.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
-from synapse.api.errors import Codes, SynapseError
 from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseRequest
+from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import is_valid_room_id, is_valid_user_id
-from synapse_breakout.operations import BreakoutOperations, ChildSpec, StartRequest
+from synapse_breakout.model import (
+    AutoAssign,
+    ChildSpec,
+    JoinRule,
+    PlacementMode,
+    StartRequest,
+)
+from synapse_breakout.parent import ParentRooms
+from synapse_breakout.placement import Placement
+from synapse_breakout.running import RunningBreakouts
+from synapse_breakout.start import Starter
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +45,17 @@ MAX_TEXT_LENGTH = 255
 
 Handler = Callable[[SynapseRequest, str, str], Awaitable[tuple[int, Any]]]
 FlagsHandler = Callable[[SynapseRequest], Awaitable[tuple[int, Any]]]
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+@attrs.frozen
+class Operations:
+    """What the room endpoints call."""
+
+    parents: ParentRooms
+    starter: Starter
+    running: RunningBreakouts
+    placement: Placement
 
 
 def bad(field: str, message: str, errcode: str = Codes.INVALID_PARAM) -> SynapseError:
@@ -106,11 +129,13 @@ def get_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def get_choice(body: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = body.get(key, choices[0])
-    if value not in choices or not isinstance(value, str):
-        raise bad(key, "must be one of " + ", ".join(choices))
-    return value
+def get_choice(body: Mapping[str, Any], key: str, choices: type[_E]) -> _E:
+    """One of the enum's values; its first when absent."""
+    values = [str(choice.value) for choice in choices]
+    value = body.get(key, values[0])
+    if value not in values or not isinstance(value, str):
+        raise bad(key, "must be one of " + ", ".join(values))
+    return choices(value)
 
 
 def get_int(
@@ -158,8 +183,7 @@ def parse_start_request(
     )
     limit = config.max_child_rooms
     rooms: tuple[ChildSpec, ...] | None = None
-    auto_rooms: int | None = None
-    auto_users: str | tuple[str, ...] | None = None
+    auto_assign: AutoAssign | None = None
     if ("rooms" in body) == ("auto_assign" in body):
         raise bad("rooms", "give either rooms or auto_assign", Codes.MISSING_PARAM)
     if "rooms" in body:
@@ -201,20 +225,20 @@ def parse_start_request(
         if auto_rooms is None:
             raise bad("auto_assign.rooms", "is required", Codes.MISSING_PARAM)
         raw_users = auto.get("users", "joined")
-        auto_users = (
-            "joined"
+        auto_assign = AutoAssign(
+            rooms=auto_rooms,
+            users=None
             if raw_users == "joined"
-            else get_user_list(raw_users, "auto_assign.users")
+            else get_user_list(raw_users, "auto_assign.users"),
         )
     acting_user = get_str(body, "acting_user")
     if acting_user is not None and not is_valid_user_id(acting_user):
         raise bad("acting_user", f"{acting_user!r} is not a valid user ID")
     return StartRequest(
         rooms=rooms,
-        auto_rooms=auto_rooms,
-        auto_users=auto_users,
-        join_rule=get_choice(body, "join_rule", ("restricted", "invite", "public")),
-        move=get_choice(body, "move", ("invite", "suggest", "join")),
+        auto_assign=auto_assign,
+        join_rule=get_choice(body, "join_rule", JoinRule),
+        placement=get_choice(body, "move", PlacementMode),
         acting_user=acting_user,
         duration_seconds=get_int(body, "duration_seconds", 1, MAX_DURATION_SECONDS),
         replace=get_bool(body, "replace", False),
@@ -237,7 +261,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
         self,
         config: BreakoutConfig,
         api: ModuleApi,
-        operations: BreakoutOperations,
+        operations: Operations,
         flags: FlagsHandler,
     ):
         super().__init__()
@@ -320,10 +344,10 @@ class BreakoutAdminResource(DirectServeJsonResource):
             return
         if self._config.admin_api.allow_room_moderators:
             try:
-                state = await self._ops.parent_state(parent, [caller.user_id])
+                state = await self._ops.parents.state(parent, [caller.user_id])
             except SynapseError:
                 state = {}
-            if self._ops.is_moderator(caller.user_id, state):
+            if self._ops.parents.is_moderator(caller.user_id, state):
                 return
             raise SynapseError(
                 HTTPStatus.FORBIDDEN,
@@ -351,14 +375,14 @@ class BreakoutAdminResource(DirectServeJsonResource):
     async def _get(
         self, request: SynapseRequest, caller: str, parent: str
     ) -> tuple[int, Any]:
-        return HTTPStatus.OK, await self._ops.describe(parent)
+        return HTTPStatus.OK, await self._ops.running.describe(parent)
 
     async def _start(
         self, request: SynapseRequest, caller: str, parent: str
     ) -> tuple[int, Any]:
         req = parse_start_request(read_json_body(request), self._config)
         await self._acting_user_allowed(caller, parent, req)
-        return await self._ops.start(caller, parent, req)
+        return HTTPStatus.OK, await self._ops.starter.start(caller, parent, req)
 
     async def _end(
         self, request: SynapseRequest, caller: str, parent: str
@@ -367,7 +391,9 @@ class BreakoutAdminResource(DirectServeJsonResource):
         check_keys(body, ("message", "close_rooms"))
         message = get_str(body, "message", max_length=MAX_BROADCAST_LENGTH)
         close_rooms = get_bool(body, "close_rooms", False)
-        return HTTPStatus.OK, await self._ops.end(caller, parent, message, close_rooms)
+        return HTTPStatus.OK, await self._ops.running.end(
+            caller, parent, message, close_rooms
+        )
 
     async def _broadcast(
         self, request: SynapseRequest, caller: str, parent: str
@@ -375,7 +401,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
         body = read_json_body(request)
         check_keys(body, ("body",))
         text = require_str(body, "body", max_length=MAX_BROADCAST_LENGTH)
-        return HTTPStatus.OK, await self._ops.broadcast(caller, parent, text)
+        return HTTPStatus.OK, await self._ops.running.broadcast(caller, parent, text)
 
     async def _move(
         self, request: SynapseRequest, caller: str, parent: str
@@ -396,4 +422,6 @@ class BreakoutAdminResource(DirectServeJsonResource):
         to = body["to"]
         if to is not None and not is_valid_room_id(to):
             raise bad("to", f"{to!r} is not a valid room ID")
-        return HTTPStatus.OK, await self._ops.move(caller, parent, user_id, to)
+        return HTTPStatus.OK, await self._ops.placement.reassign(
+            caller, parent, user_id, to
+        )

@@ -1,4 +1,4 @@
-"""The module's configuration: SPEC section 1, parsed into a frozen attrs value.
+"""The module's configuration (docs/configuration.md), parsed into a frozen attrs value.
 
 Every mistake in ``homeserver.yaml`` (an unknown key, a wrong type, an out-of-range
 number, an unknown enum value) raises ``ConfigError`` whose path and message name
@@ -50,7 +50,7 @@ class AdminApiConfig:
 
 @attrs.frozen
 class BreakoutConfig:
-    """The parsed module configuration. Defaults are SPEC section 1's."""
+    """The parsed module configuration; defaults in docs/configuration.md."""
 
     power_level: int = 50
     enforce_power_level_in: Enforcement = Enforcement.PUBLIC

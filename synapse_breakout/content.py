@@ -1,6 +1,6 @@
-"""Parsing and validating the content of a break-out event (SPEC section 2).
+"""The content of a break-out event (docs/rules.md), and the break-out in force.
 
-Pure functions on plain JSON values: no Synapse I/O. Every error names the path
+Pure functions on plain JSON values and state maps: no Synapse I/O. Every error names the path
 of the offending value, e.g.
 ``org.matrix.msc3985.breakout["!a:example.org"].via[2]: not a valid server name``.
 """
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from synapse.module_api import EventBase, StateMap
 
 from synapse_breakout.config import (
     BREAKOUT_EVENT_TYPES,
@@ -86,7 +87,39 @@ class BreakoutContent:
 
 
 def is_breakout_type(event_type: str) -> bool:
+    """Whether ``event_type`` is one of the two break-out event types."""
     return event_type in BREAKOUT_EVENT_TYPES
+
+
+#: The state keys of the two break-out event types.
+BREAKOUT_STATE = tuple((t, "") for t in sorted(BREAKOUT_EVENT_TYPES))
+
+
+@attrs.frozen
+class CurrentBreakout:
+    """The newest break-out event in a room's state, if any, and its content
+    (None when it does not parse)."""
+
+    event: EventBase | None
+    content: BreakoutContent | None
+
+    @property
+    def in_force(self) -> bool:
+        """Whether it lists child rooms (an emptied event ended it)."""
+        return self.content is not None and not self.content.ended
+
+
+def current_breakout(state: StateMap[EventBase]) -> CurrentBreakout:
+    """The newest break-out event of either type in ``state``."""
+    events = [e for key in BREAKOUT_STATE if (e := state.get(key)) is not None]
+    if not events:
+        return CurrentBreakout(None, None)
+    event: EventBase = max(events, key=lambda e: (e.depth, e.origin_server_ts))
+    try:
+        content = parse_breakout_content(event.type, event.content)
+    except BreakoutContentError:
+        content = None
+    return CurrentBreakout(event, content)
 
 
 def is_valid_server_name(value: Any) -> bool:

@@ -1,7 +1,7 @@
 """The module's entry point: what Synapse loads from ``homeserver.yaml``.
 
-The callbacks Synapse calls are one-liners here; the work is in rules.py,
-spam.py, admin_api.py, operations.py and lifecycle.py.
+Wiring only: the callbacks Synapse calls are one-liners here. docs/development.md
+maps where the work lives.
 """
 
 from __future__ import annotations
@@ -9,23 +9,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from synapse.events import EventBase
-from synapse.module_api import ModuleApi
-from synapse.types import StateMap
+from synapse.module_api import EventBase, ModuleApi, StateMap
 
 from synapse_breakout import synapse_adapter
-from synapse_breakout.admin_api import BASE_PATH, BreakoutAdminResource
+from synapse_breakout.admin_api import BASE_PATH, BreakoutAdminResource, Operations
 from synapse_breakout.config import (
     BREAKOUT_EVENT_TYPES,
     BreakoutConfig,
     UnknownSenders,
     parse_config,
 )
+from synapse_breakout.journal import Journal
 from synapse_breakout.lifecycle import Lifecycle
-from synapse_breakout.operations import BreakoutOperations
+from synapse_breakout.parent import ParentRooms
+from synapse_breakout.placement import Placement
 from synapse_breakout.rules import BreakoutRules
+from synapse_breakout.running import RunningBreakouts
+from synapse_breakout.schema import BreakoutStore
 from synapse_breakout.spam import SenderTrust
-from synapse_breakout.store import BreakoutStore, OperationStore
+from synapse_breakout.start import Starter
+from synapse_breakout.store import OperationStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,16 @@ class BreakoutModule:
         self.operation_store = OperationStore(api)
         self.rules = BreakoutRules(config, api)
         self.trust = SenderTrust(config, api)
-        self.operations = BreakoutOperations(config, api, self.operation_store)
-        self.lifecycle = Lifecycle(config, api, self.operation_store, self.operations)
+        store = self.operation_store
+        self.journal = Journal(api, store)
+        parents = ParentRooms(config, api, store, self.journal)
+        placement = Placement(config, api, store, parents)
+        starter = Starter(config, api, store, self.journal, parents, placement)
+        running = RunningBreakouts(api, store, parents, placement)
+        self.operations = Operations(parents, starter, running, placement)
+        self.lifecycle = Lifecycle(
+            config, api, store, self.journal, starter, running, placement
+        )
 
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed
@@ -87,11 +98,11 @@ class BreakoutModule:
     async def check_event_allowed(
         self, event: EventBase, state_events: StateMap[EventBase]
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Third-party rules callback: SPEC section 3 (rules.py)."""
+        """Third-party rules callback: the event rules (rules.py, docs/rules.md)."""
         return await self.rules.check_event_allowed(event, state_events)
 
     async def check_event_for_spam(self, event: EventBase) -> Any:
-        """Spam-checker callback: SPEC section 5 (spam.py)."""
+        """Spam-checker callback: unknown senders (spam.py, docs/security.md)."""
         return await self.trust.check_event_for_spam(event)
 
     async def add_field_to_unsigned(self, event: EventBase) -> dict[str, Any]:

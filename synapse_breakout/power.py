@@ -1,7 +1,8 @@
-"""Power levels, join rules and memberships read from a room's state.
+"""Power levels, creators, join rules and memberships read from a room's state.
 
-Pure functions over a state map ``{(type, state_key): event}`` such as the one
-Synapse hands to third-party rules callbacks (the state before the event). They
+The one home of every such rule (see docs/rules.md). Pure functions over a
+state map ``{(type, state_key): event}`` such as the one Synapse hands to
+third-party rules callbacks (the state before the event). They
 follow the Matrix authorization rules: ``users``, then ``users_default``; no
 power-levels event means the creator has 100 and everyone else 0; from room
 version 12 (MSC4289) the room's creators outrank everyone.
@@ -12,10 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse_breakout import synapse_adapter
 
 #: The level of a room version 12 creator (Synapse's CREATOR_POWER_LEVEL).
 CREATOR_POWER_LEVEL = 2**53
+#: The join rule of a room without a join-rules event.
+DEFAULT_JOIN_RULE = "invite"
+#: Memberships that count as "in the room" for break-out users.
+_IN_ROOM = ("join", "invite")
 
 
 class StateEvent(Protocol):
@@ -38,18 +43,31 @@ def _as_int(value: Any, default: int) -> int:
         return default
 
 
+def room_version(state: StateMap) -> str:
+    """The room version named in the create event ("1" when it names none)."""
+    create = state.get(("m.room.create", ""))
+    return str(create.content.get("room_version", "1")) if create else "1"
+
+
+def named_creators(state: StateMap) -> frozenset[str]:
+    """The create event's sender and its ``additional_creators``."""
+    create = state.get(("m.room.create", ""))
+    if create is None:
+        return frozenset()
+    creators = {create.sender}
+    extra = create.content.get("additional_creators")
+    if isinstance(extra, list):
+        creators.update(u for u in extra if isinstance(u, str))
+    return frozenset(creators)
+
+
 def _creators(state: StateMap) -> tuple[bool, frozenset[str]]:
     """(creators outrank everyone?, the creators) from the create event."""
     create = state.get(("m.room.create", ""))
     if create is None:
         return False, frozenset()
-    version = KNOWN_ROOM_VERSIONS.get(str(create.content.get("room_version", "1")))
-    creators = {create.sender}
-    extra = create.content.get("additional_creators")
-    if isinstance(extra, list):
-        creators.update(u for u in extra if isinstance(u, str))
-    if version is not None and version.msc4289_creator_power_enabled:
-        return True, frozenset(creators)
+    if synapse_adapter.creators_outrank_everyone(room_version(state)):
+        return True, named_creators(state)
     # Before version 11 the creator is named in the content.
     creator = create.content.get("creator", create.sender)
     return False, frozenset({creator if isinstance(creator, str) else create.sender})
@@ -81,12 +99,33 @@ def required_level_to_send(event_type: str, state: StateMap) -> int:
 
 
 def join_rule(state: StateMap) -> str | None:
+    """The join rule the room's join-rules event names; None without one."""
     event = state.get(("m.room.join_rules", ""))
     rule = event.content.get("join_rule") if event is not None else None
     return rule if isinstance(rule, str) else None
+
+
+def effective_join_rule(state: StateMap) -> str:
+    """The join rule in force: the event's, or ``invite`` without one."""
+    return join_rule(state) or DEFAULT_JOIN_RULE
 
 
 def membership(user_id: str, state: StateMap) -> str | None:
     event = state.get(("m.room.member", user_id))
     value = event.content.get("membership") if event is not None else None
     return value if isinstance(value, str) else None
+
+
+def in_room(membership_value: str | None) -> bool:
+    """Whether a membership counts as in the room: joined or invited."""
+    return membership_value in _IN_ROOM
+
+
+def joined_or_invited(user_id: str, state: StateMap) -> bool:
+    """Whether ``user_id`` is joined to or invited into the room."""
+    return in_room(membership(user_id, state))
+
+
+def member_event_in_room(event: StateEvent | None) -> bool:
+    """Whether a membership event says joined or invited."""
+    return event is not None and in_room(event.content.get("membership"))

@@ -1,7 +1,7 @@
-"""Enforcement of local break-out sends: SPEC section 3, as a third-party rule.
+"""Enforcement of local break-out sends (docs/rules.md), as a third-party rule.
 
 The decisions are plain functions returning a :class:`Violation` (or None) in
-the order SPEC section 3 gives; :class:`BreakoutRules` is the thin callback on
+the order docs/rules.md gives; :class:`BreakoutRules` is the thin callback on
 top that looks up the child rooms (one query for all of them) and turns a
 violation into the ``SynapseError`` Synapse passes to the client.
 """
@@ -16,20 +16,25 @@ from http import HTTPStatus
 from typing import Any
 
 import attrs
-from synapse.api.errors import Codes, SynapseError
-from synapse.events import EventBase
-from synapse.module_api import ModuleApi
+from synapse.module_api import EventBase, ModuleApi
+from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout import synapse_adapter
-from synapse_breakout.config import BREAKOUT_EVENT_TYPES, BreakoutConfig, Enforcement
+from synapse_breakout.config import BreakoutConfig, Enforcement
 from synapse_breakout.content import (
     BreakoutContent,
     BreakoutContentError,
+    is_breakout_type,
     parse_breakout_content,
     room_id_server,
 )
 from synapse_breakout.metrics import EVENTS_CHECKED
-from synapse_breakout.power import StateMap, join_rule, membership, user_power_level
+from synapse_breakout.power import (
+    StateMap,
+    effective_join_rule,
+    joined_or_invited,
+    user_power_level,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +131,7 @@ def enforced_in(state: StateMap, config: BreakoutConfig) -> bool:
     if config.enforce_power_level_in is Enforcement.ALL:
         return True
     if config.enforce_power_level_in is Enforcement.PUBLIC:
-        return join_rule(state) == "public"
+        return effective_join_rule(state) == "public"
     return False
 
 
@@ -162,7 +167,7 @@ def check_after_lookup(
     if config.users_must_be_members:
         for child in parsed.children:
             for i, user_id in enumerate(child.users):
-                if membership(user_id, state) not in ("join", "invite"):
+                if not joined_or_invited(user_id, state):
                     return Violation(
                         Reason.NOT_MEMBER,
                         f"{_child_path(parsed, child.room_id)}.users[{i}]: {user_id} "
@@ -184,10 +189,10 @@ class BreakoutRules:
         """Allow any other event at once; check a break-out event's every rule.
 
         Raises:
-            SynapseError: the first broken rule, with SPEC section 3's status
+            SynapseError: the first broken rule, with the status
                 and errcode.
         """
-        if event.type not in BREAKOUT_EVENT_TYPES:
+        if not is_breakout_type(event.type):
             return True, None
         violation = await self.check(event, state_events)
         if violation is not None:

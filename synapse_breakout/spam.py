@@ -1,4 +1,4 @@
-"""Unknown senders of break-out events: SPEC section 5, as a spam-checker hook.
+"""Unknown senders of break-out events (docs/security.md), as a spam-checker hook.
 
 Synapse runs the spam-checker's ``check_event_for_spam`` on every local send and
 on every event arriving over federation (where the third-party event rules of
@@ -33,16 +33,11 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 from canonicaljson import encode_canonical_json
-from synapse.api.errors import Codes, SynapseError
-from synapse.events import EventBase
-from synapse.module_api import NOT_SPAM, ModuleApi, SynapseRequest
+from synapse.module_api import NOT_SPAM, EventBase, ModuleApi, SynapseRequest
+from synapse.module_api.errors import Codes, SynapseError
 
-from synapse_breakout.config import (
-    BREAKOUT_EVENT_TYPES,
-    BreakoutConfig,
-    UnknownSenders,
-)
-from synapse_breakout.content import is_valid_room_id
+from synapse_breakout.config import BreakoutConfig, UnknownSenders
+from synapse_breakout.content import is_breakout_type, is_valid_room_id
 from synapse_breakout.metrics import SENDER_VERDICTS
 from synapse_breakout.power import (
     StateEvent,
@@ -50,7 +45,7 @@ from synapse_breakout.power import (
     required_level_to_send,
     user_power_level,
 )
-from synapse_breakout.store import SenderVerdict, VerdictStore
+from synapse_breakout.verdicts import SenderVerdict, VerdictStore
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +267,7 @@ class SenderTrust:
             SynapseError: 403 ``M_FORBIDDEN`` for an unknown local sender in
                 ``reject`` mode, naming the sender and the level needed.
         """
-        if event.type not in BREAKOUT_EVENT_TYPES:
+        if not is_breakout_type(event.type):
             return NOT_SPAM
         local = self._api.is_mine(event.sender)
         state = await self._state_for(event, with_own_type=local)
@@ -320,7 +315,7 @@ class SenderTrust:
         One database query per event at most (then cached), none for other
         types; an event the hook never saw is judged now, once.
         """
-        if event.type not in BREAKOUT_EVENT_TYPES:
+        if not is_breakout_type(event.type):
             return {}
         verdict = self.cache.get(event.event_id)
         if verdict is None:

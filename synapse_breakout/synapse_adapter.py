@@ -14,12 +14,38 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-from synapse.events import EventBase
-from synapse.module_api import ModuleApi
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.module_api import EventBase, ModuleApi
 from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
 from synapse.types import UserID, create_requester
 
 logger = logging.getLogger(__name__)
+
+#: The version of child rooms when the parent's cannot have a "restricted" rule.
+DEFAULT_CHILD_VERSION = "12"
+
+
+def creators_outrank_everyone(room_version: str) -> bool:
+    """Whether the room version gives its creators unlimited power (MSC4289).
+
+    Why internal: the module API does not describe room versions; Synapse's
+    ``KNOWN_ROOM_VERSIONS`` is where their rules live. An unknown version
+    answers False (the rules of the versions before 12).
+    """
+    known = KNOWN_ROOM_VERSIONS.get(room_version)
+    return known is not None and known.msc4289_creator_power_enabled
+
+
+def child_room_version(parent_version: str) -> str:
+    """The version of a child room: its parent's, if it allows "restricted".
+
+    Why internal: as ``creators_outrank_everyone``. A version too old for
+    "restricted" (or unknown here) gives ``DEFAULT_CHILD_VERSION``.
+    """
+    known = KNOWN_ROOM_VERSIONS.get(parent_version)
+    if known is None or not known.restricted_join_rule:
+        return DEFAULT_CHILD_VERSION
+    return parent_version
 
 
 def _known_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:

@@ -22,8 +22,9 @@ from twisted.internet.testing import MemoryReactor
 from twisted.web.resource import Resource
 
 from synapse_breakout.module import BreakoutModule
+from synapse_breakout.schema import BreakoutStore
 from synapse_breakout.spam import SENDER_TRUST_KEY
-from synapse_breakout.store import BreakoutStore, Operation, OperationState
+from synapse_breakout.store import Operation, OperationState
 from tests import unittest
 
 MODULE = "synapse_breakout.BreakoutModule"
@@ -246,7 +247,7 @@ def journal_crashed_start(
         requester=requester,
         txn_id="crashed",
         state=OperationState.PENDING,
-        instance=module.operations.instance,
+        instance=module.journal.instance,
         process_token="a-previous-process",
         created_ts=now,
         updated_ts=now,

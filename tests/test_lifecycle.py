@@ -15,8 +15,8 @@ from synapse.util.clock import Clock
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.lifecycle import STALE_AFTER_MS
-from synapse_breakout.operations import CREATION_MARKER, TIME_IS_UP
+from synapse_breakout.journal import CREATION_MARKER, STALE_AFTER_MS
+from synapse_breakout.running import TIME_IS_UP
 from synapse_breakout.store import Operation, OperationState
 
 
@@ -95,7 +95,7 @@ class RecoveryTestCase(ParentRoomTestCase):
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
         self.module = find_module(hs)
-        self.ops = self.module.operations
+        self.journal = self.module.journal
 
     def crashed_operation(
         self, rooms: int, journalled: int
@@ -173,7 +173,7 @@ class RecoveryTestCase(ParentRoomTestCase):
         self.recover_until_done()
         for room_id in made:
             self.assertTrue(self.room_exists(room_id))
-        active = self.get_success(self.module.operation_store.get_active(self.parent))
+        active = self.get_success(self.module.operation_store.get_running(self.parent))
         assert active is not None
         self.assertEqual(active.op_id, op.op_id)
         replay = self.start({"rooms": [{"name": "A"}], "txn_id": "crashed"})
@@ -188,7 +188,7 @@ class RecoveryTestCase(ParentRoomTestCase):
     def test_live_operation_of_this_process_is_left_alone(self) -> None:
         op, made = self.crashed_operation(rooms=1, journalled=1)
         # The journal row is this process's own: still running, not crashed.
-        self.ops.process_token = "a-previous-process"
+        self.journal.process_token = "a-previous-process"
         self.recover_until_done()
         self.assertTrue(self.room_exists(made[0]))
         (still,) = self.get_success(self.module.operation_store.unfinished())
@@ -202,7 +202,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
 
     def test_lock_left_by_a_dead_process_is_released_by_recovery(self) -> None:
         store = self.module.operation_store
-        dead = f"end:{self.module.operations.instance}:a-dead-process:0000"
+        dead = f"end:{self.module.journal.instance}:a-dead-process:0000"
         self.assertTrue(self.get_success(store.lock(self.parent, dead)))
         self.start({"rooms": [{"name": "A"}]}, expect=409)
         self.get_success(self.module.lifecycle.recover())
@@ -210,7 +210,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
 
     def test_live_lock_of_this_process_is_kept(self) -> None:
         store = self.module.operation_store
-        live = self.module.operations.lock_id("move")
+        live = self.module.journal.lock_id("move")
         self.assertTrue(self.get_success(store.lock(self.parent, live)))
         self.get_success(self.module.lifecycle.recover())
         self.start({"rooms": [{"name": "A"}]}, expect=409)
@@ -218,7 +218,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
     def test_deadline_waits_for_a_held_lock_then_ends(self) -> None:
         result = self.start({"rooms": [{"name": "A"}], "duration_seconds": 10})
         store = self.module.operation_store
-        live = self.module.operations.lock_id("move")
+        live = self.module.journal.lock_id("move")
         self.assertTrue(self.get_success(store.lock(self.parent, live)))
         self.reactor.advance(15)
         self.assertTrue(self.call("GET", self.room_path())["active"])
@@ -249,7 +249,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
 class ProgressTestCase(RecoveryTestCase):
     def test_recorded_rooms_count_as_progress_for_other_workers(self) -> None:
         op, _ = self.crashed_operation(rooms=1, journalled=0)
-        self.ops.process_token = "a-previous-process"  # alive: recovery leaves it
+        self.journal.process_token = "a-previous-process"  # alive: recovery leaves it
         store = self.module.operation_store
         (before,) = self.get_success(store.unfinished())
         self.reactor.advance(100)
@@ -260,8 +260,6 @@ class ProgressTestCase(RecoveryTestCase):
         # Another worker's operation that moved 100 s ago is not stale yet...
         other = attrs.evolve(after, instance="worker1", process_token="t")
         now = self.clock.time_msec()
-        self.assertFalse(self.module.lifecycle._abandoned(other, now))
+        self.assertFalse(self.module.journal.abandoned(other, now))
         # ...and is, once it has not moved for longer than the threshold.
-        self.assertTrue(
-            self.module.lifecycle._abandoned(other, now + STALE_AFTER_MS + 1)
-        )
+        self.assertTrue(self.module.journal.abandoned(other, now + STALE_AFTER_MS + 1))

@@ -41,7 +41,7 @@ from synapse_breakout.spam import (
     parse_token,
     synapse_will_persist,
 )
-from synapse_breakout.store import SenderVerdict, VerdictStore
+from synapse_breakout.verdicts import SenderVerdict, VerdictStore
 from tests import unittest
 
 UNSTABLE = "org.matrix.msc3985.breakout"

@@ -26,7 +26,7 @@ from twisted.internet.testing import MemoryReactor
 from synapse_breakout.metrics import SENDER_VERDICTS
 from synapse_breakout.power import CREATOR_POWER_LEVEL
 from synapse_breakout.spam import SENDER_TRUST_KEY
-from synapse_breakout.store import VerdictStore
+from synapse_breakout.verdicts import VerdictStore
 from tests import unittest
 
 UNSTABLE = "org.matrix.msc3985.breakout"

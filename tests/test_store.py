@@ -12,7 +12,7 @@ from synapse.storage.engines import PostgresEngine
 from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.store import SCHEMA_VERSION, BreakoutStore, SchemaTooNewError
+from synapse_breakout.schema import SCHEMA_VERSION, BreakoutStore, SchemaTooNewError
 from tests import unittest
 
 TABLES = (

@@ -1,0 +1,167 @@
+"""The values that cross files: the start request, a created child room, and
+the JSON bodies the admin API answers with (docs/admin_api.md).
+
+Types only, no I/O: the operations (start.py, placement.py, running.py) build
+these, admin_api.py serves them, the journal (store.py) keeps them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypedDict
+
+import attrs
+from synapse.module_api.errors import SynapseError
+
+
+class PlacementMode(enum.StrEnum):
+    """How a start places the listed users in their child rooms (``move``)."""
+
+    INVITE = "invite"
+    SUGGEST = "suggest"  # listed in the event only
+    JOIN = "join"  # local users are joined, remote ones invited
+
+
+class JoinRule(enum.StrEnum):
+    """The join rule a start gives its child rooms (``join_rule``)."""
+
+    RESTRICTED = "restricted"  # members of the parent may join
+    INVITE = "invite"
+    PUBLIC = "public"
+
+
+@attrs.frozen
+class ChildSpec:
+    """A child room asked for in a start request."""
+
+    name: str
+    topic: str | None = None
+    users: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class AutoAssign:
+    """``auto_assign``: spread users over ``rooms`` rooms named "Room N"."""
+
+    rooms: int
+    #: The users to spread; None: the parent's joined members below the
+    #: configured power level, but the acting user.
+    users: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class StartRequest:
+    """A validated ``POST /rooms/{parentRoomId}`` body (parsed in admin_api.py):
+    either ``rooms`` or ``auto_assign``."""
+
+    rooms: tuple[ChildSpec, ...] | None = None
+    auto_assign: AutoAssign | None = None
+    join_rule: JoinRule = JoinRule.RESTRICTED
+    placement: PlacementMode = PlacementMode.INVITE
+    acting_user: str | None = None
+    duration_seconds: int | None = None
+    replace: bool = False
+    txn_id: str | None = None
+
+
+class ErrorJson(TypedDict):
+    """The Matrix error envelope, as reported for one room or user."""
+
+    errcode: str
+    error: str
+
+
+def error_json(e: SynapseError) -> ErrorJson:
+    """The ``{"errcode", "error"}`` of ``e``: the one place it is built."""
+    return {"errcode": e.errcode, "error": e.msg}
+
+
+class FailedRoom(ErrorJson):
+    room_id: str
+
+
+class FailedUser(ErrorJson):
+    user_id: str
+
+
+class ChildRoomJson(TypedDict):
+    room_id: str
+    name: str | None
+    users: list[str]
+    via: list[str]
+
+
+@attrs.frozen
+class CreatedRoom:
+    """A child room an operation made (or, rolled forward, found)."""
+
+    room_id: str
+    name: str | None
+    users: tuple[str, ...]
+    via: tuple[str, ...]
+
+    def to_json(self) -> ChildRoomJson:
+        return {
+            "room_id": self.room_id,
+            "name": self.name,
+            "users": list(self.users),
+            "via": list(self.via),
+        }
+
+
+class StartAnswer(TypedDict):
+    """``POST /rooms/{parentRoomId}``."""
+
+    room_id: str
+    event_id: str
+    rooms: list[ChildRoomJson]
+    ends_at: int | None
+    failed_users: list[FailedUser]
+
+
+class DescribedRoom(TypedDict):
+    room_id: str
+    name: str | None
+    via: list[str]
+    users: list[str]
+    joined_members: int | None
+
+
+class DescribeAnswer(TypedDict):
+    """``GET /rooms/{parentRoomId}``."""
+
+    active: bool
+    event_id: str | None
+    sender: str | None
+    started_at: int | None
+    ends_at: int | None
+    rooms: list[DescribedRoom]
+
+
+class EndAnswer(TypedDict):
+    """``DELETE /rooms/{parentRoomId}``."""
+
+    event_id: str
+    rooms: list[str]
+    failed_rooms: list[FailedRoom]
+
+
+class BroadcastAnswer(TypedDict):
+    """``POST /rooms/{parentRoomId}/broadcast``."""
+
+    event_ids: dict[str, str]
+    failed_rooms: list[FailedRoom]
+
+
+# "from" is a keyword: the functional form.
+ReassignAnswer = TypedDict(
+    "ReassignAnswer",
+    {
+        "event_id": str,
+        "user_id": str,
+        "from": list[str],
+        "to": str | None,
+        "failed": list[FailedRoom],
+    },
+)
+ReassignAnswer.__doc__ = "``POST /rooms/{parentRoomId}/move``."
