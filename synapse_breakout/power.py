@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 
+from synapse_breakout.content import is_json_array
+
 #: The level of a room version 12 creator (Synapse's CREATOR_POWER_LEVEL).
 CREATOR_POWER_LEVEL = 2**53
 
@@ -46,7 +48,7 @@ def _creators(state: StateMap) -> tuple[bool, frozenset[str]]:
     version = KNOWN_ROOM_VERSIONS.get(str(create.content.get("room_version", "1")))
     creators = {create.sender}
     extra = create.content.get("additional_creators")
-    if isinstance(extra, list):
+    if is_json_array(extra):
         creators.update(u for u in extra if isinstance(u, str))
     if version is not None and version.msc4289_creator_power_enabled:
         return True, frozenset(creators)
