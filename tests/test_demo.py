@@ -26,6 +26,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("SYNAPSE_POSTGRES")),
+    reason="the demo runs on SQLite only: the SQLite run (tox -e py) covers it",
+)
 def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     port = free_port()
     workdir = tmp_path / "demo"
