@@ -101,6 +101,8 @@ class SynapseProcess:
         }
         self._extra = extra_config or {}
         self._rate_limits = rate_limits
+        #: Extra environment variables of the process (PYTHONPATH, say).
+        self.env: dict[str, str] = {}
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +169,8 @@ class SynapseProcess:
                 ],
                 check=True,
                 capture_output=True,
+                env={**os.environ, **self.env},
+                cwd=self.workdir,
             )
         out = open(self.log_path.with_suffix(".stdout.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -174,6 +178,10 @@ class SynapseProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
+            # Not the caller's folder: Python puts the working folder first on
+            # sys.path, and a checkout there would shadow the module's code.
+            cwd=self.workdir,
         )
         out.close()
         deadline = time.monotonic() + timeout
