@@ -70,6 +70,7 @@ def set_up(synapse: SynapseProcess) -> dict[str, object]:
     room_id = synapse.create_room(
         tokens["admin"],
         preset="public_chat",
+        room_version="12",  # the default of newer Synapse releases only
         name="Demo plenary",
         power_level_content_override={"users": {users["alice"]: 50}},
     )

@@ -101,6 +101,8 @@ class SynapseProcess:
         }
         self._extra = extra_config or {}
         self._rate_limits = rate_limits
+        #: Extra environment variables of the process (PYTHONPATH, say).
+        self.env: dict[str, str] = {}
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +143,16 @@ class SynapseProcess:
         config.update(self._extra)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
+    def command(self) -> list[str]:
+        """The command line that runs this process."""
+        return [
+            sys.executable,
+            "-m",
+            "synapse.app.homeserver",
+            "-c",
+            str(self.config_path),
+        ]
+
     def start(self, timeout: float = 90.0) -> None:
         """Start Synapse (writing its config first) and wait until it answers."""
         if not self.config_path.exists():
@@ -157,19 +169,19 @@ class SynapseProcess:
                 ],
                 check=True,
                 capture_output=True,
+                env={**os.environ, **self.env},
+                cwd=self.workdir,
             )
-        out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115
+        out = open(self.log_path.with_suffix(".stdout.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "synapse.app.homeserver",
-                "-c",
-                str(self.config_path),
-            ],
+            self.command(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
+            # Not the caller's folder: Python puts the working folder first on
+            # sys.path, and a checkout there would shadow the module's code.
+            cwd=self.workdir,
         )
         out.close()
         deadline = time.monotonic() + timeout
@@ -266,3 +278,50 @@ class SynapseProcess:
     def join(self, token: str, room_id: str) -> None:
         quoted = urllib.parse.quote(room_id)
         self.request("POST", f"/_matrix/client/v3/join/{quoted}", token, {})
+
+
+class WorkerProcess(SynapseProcess):
+    """A generic worker beside ``main``, sharing its ``homeserver.yaml``.
+
+    ``main`` must be configured for workers (Redis, a replication listener and
+    ``instance_map``): see docs/operations.md.
+    """
+
+    def __init__(self, main: SynapseProcess, name: str, port: int):
+        super().__init__(main.workdir, port=port, server_name=main.server_name)
+        self.main = main
+        self.name = name
+        self.shared_secret = main.shared_secret
+        self.config_path = self.workdir / f"{name}.yaml"
+        self.log_path = self.workdir / f"{name}.log"
+        self.pid_path = self.workdir / f"{name}.pid"
+
+    def write_config(self) -> None:
+        log_config = self.workdir / f"{self.name}.log.config"
+        log_config.write_text(LOG_CONFIG.format(log_file=self.log_path))
+        config = {
+            "worker_app": "synapse.app.generic_worker",
+            "worker_name": self.name,
+            "worker_listeners": [
+                {
+                    "type": "http",
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "worker_log_config": str(log_config),
+            "worker_pid_file": str(self.pid_path),
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "synapse.app.generic_worker",
+            "-c",
+            str(self.main.config_path),
+            "-c",
+            str(self.config_path),
+        ]

@@ -105,8 +105,10 @@ def _int(key: str, value: Any) -> int:
 
 
 def _choice(key: str, value: Any, enum_type: type[_E]) -> _E:
+    # YAML reads an unquoted `off` as false: where `off` is a value, false is it.
+    wanted = "off" if value is False else value
     for member in enum_type:
-        if isinstance(value, str) and value == member.value:
+        if isinstance(wanted, str) and wanted == member.value:
             return member
     raise _error(key, "one of " + ", ".join(m.value for m in enum_type), value)
 

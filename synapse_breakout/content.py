@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 from synapse.module_api import EventBase, StateMap
@@ -84,6 +84,16 @@ class BreakoutContent:
     def to_json(self) -> dict[str, Any]:
         """The event content, under ``key``."""
         return {self.key: {c.room_id: c.to_json() for c in self.children}}
+
+
+def is_json_array(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
+    """Whether ``value`` is a JSON array of event content.
+
+    Some Synapse releases (1.141 among them) freeze an event before the
+    third-party rules see it, which turns its lists into tuples; both are
+    arrays here.
+    """
+    return isinstance(value, (list, tuple))
 
 
 def is_breakout_type(event_type: str) -> bool:
@@ -218,7 +228,7 @@ def _parse_child(path: str, room_id: Any, entry: Any) -> BreakoutChild:
     if "via" not in entry:
         raise BreakoutContentError(f"{path}.via", "is required")
     via = entry["via"]
-    if not isinstance(via, list) or not via:
+    if not is_json_array(via) or not via:
         raise BreakoutContentError(
             f"{path}.via", "must be a non-empty list of server names"
         )
@@ -226,7 +236,7 @@ def _parse_child(path: str, room_id: Any, entry: Any) -> BreakoutChild:
         if not is_valid_server_name(server):
             raise BreakoutContentError(f"{path}.via[{i}]", "not a valid server name")
     users = entry.get("users", [])
-    if not isinstance(users, list):
+    if not is_json_array(users):
         raise BreakoutContentError(f"{path}.users", "must be a list of user IDs")
     for i, user in enumerate(users):
         if not is_valid_user_id(user):

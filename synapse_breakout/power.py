@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from synapse_breakout import synapse_adapter
+from synapse_breakout.content import is_json_array
 
 #: The level of a room version 12 creator (Synapse's CREATOR_POWER_LEVEL).
 CREATOR_POWER_LEVEL = 2**53
@@ -56,7 +57,7 @@ def named_creators(state: StateMap) -> frozenset[str]:
         return frozenset()
     creators = {create.sender}
     extra = create.content.get("additional_creators")
-    if isinstance(extra, list):
+    if is_json_array(extra):
         creators.update(u for u in extra if isinstance(u, str))
     return frozenset(creators)
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
+from synapse.api.errors import ModuleFailedException, SynapseError
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.module_api import EventBase, ModuleApi
 from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
@@ -138,19 +139,71 @@ def skip_state_load_for_other_event_types(
         return False
     if getattr(original, "_breakout_filtered", False):
         return True
+    freezes = dispatcher_freezes_events(original)
+    if freezes:
+        logger.info(
+            "synapse_breakout: this Synapse freezes events before the third-party"
+            " rules; break-out events are checked without freezing them"
+        )
 
     @functools.wraps(original)
     async def check_event_allowed(
         event: EventBase, context: Any
     ) -> tuple[bool, dict[str, Any] | None]:
-        if event.type not in event_types and all(cb == callback for cb in callbacks):
-            return True, None
+        if all(cb == callback for cb in callbacks):
+            if event.type not in event_types:
+                return True, None
+            if freezes:
+                return await _check_unfrozen(hs, callback, event, context)
         result: tuple[bool, dict[str, Any] | None] = await original(event, context)
         return result
 
     check_event_allowed._breakout_filtered = True  # type: ignore[attr-defined]
     rules.check_event_allowed = check_event_allowed  # type: ignore[union-attr]
     return True
+
+
+def dispatcher_freezes_events(check_event_allowed: Callable[..., Any]) -> bool:
+    """Whether Synapse's third-party rules dispatcher freezes the event it checks.
+
+    Why it matters: some releases (1.141 among them) call ``event.freeze()``
+    before the callbacks, which turns the event's ``auth_events`` list into a
+    tuple; in a room version 12 room Synapse then fails to send the event
+    ("can only concatenate tuple (not list) to tuple", a 500). Newer releases
+    do not freeze. Read from the dispatcher's source; where the source cannot
+    be read, assume it freezes (the unfrozen path is correct on every release).
+    """
+    try:
+        source = inspect.getsource(check_event_allowed)
+    except (OSError, TypeError):
+        return True
+    return ".freeze()" in source
+
+
+async def _check_unfrozen(
+    hs: Any, callback: Callable[..., Any], event: EventBase, context: Any
+) -> tuple[bool, dict[str, Any] | None]:
+    """Run ``callback`` as Synapse's dispatcher does, without freezing ``event``.
+
+    Why internal: see ``dispatcher_freezes_events``. The state handed over is
+    the one Synapse's dispatcher loads: the event's previous state, from the
+    event store. A failure other than a ``SynapseError`` becomes Synapse's
+    ``ModuleFailedException``, as in the dispatcher.
+    """
+    prev_state_ids = await context.get_prev_state_ids()
+    events = await hs.get_datastores().main.get_events(prev_state_ids.values())
+    state = {(e.type, e.state_key): e for e in events.values()}
+    try:
+        allowed, replacement = await callback(event, state)
+    except SynapseError:
+        raise
+    except Exception as e:
+        raise ModuleFailedException(
+            "Failed to run `check_event_allowed` module API callback"
+        ) from e
+    if allowed is False:
+        return False, None
+    return True, replacement if isinstance(replacement, dict) else None
 
 
 async def send_event(api: ModuleApi, event_dict: dict[str, Any]) -> EventBase:

@@ -547,7 +547,9 @@ class CostTestCase(TrustTestCase):
     breakout_config = ENFORCEMENT_OFF
 
     def count_transactions(self, action: Callable[[], Any]) -> list[str]:
-        return transactions_during(self.hs, action)
+        # The deadline timer (every second) may tick inside the window, as it
+        # does under Synapse 1.141's harness; it is not part of serving.
+        return [d for d in transactions_during(self.hs, action) if d != "breakout_due"]
 
     def make_event(self, event_type: str, content: dict[str, Any]) -> Any:
         return probe_event(event_type, content, self.parent, self.member, None)

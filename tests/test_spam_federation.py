@@ -19,7 +19,6 @@ from synapse.rest import admin
 from synapse.rest.client import login, room, sync
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
-from tests.federation._remote_join import RemoteJoinHelper, RemoteStateEvent
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
@@ -302,6 +301,13 @@ class JoinRemoteRoomTestCase(BreakoutTestCase, unittest.FederatingHomeserverTest
         self.verdicts = VerdictStore(self.module_api)
 
     def test_breakout_in_joined_state_is_kept(self) -> None:
+        try:
+            from tests.federation._remote_join import (
+                RemoteJoinHelper,
+                RemoteStateEvent,
+            )
+        except ImportError:  # older releases' harness (1.141) lacks it
+            self.skipTest("this Synapse's test harness has no RemoteJoinHelper")
         user = self.register_user("user", "pass")
         tok = self.login("user", "pass")
         content = {

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from harness import BreakoutTestCase, find_module, probe_event
-from synapse.events import EventBase
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.events import EventBase, make_event_from_dict
 from synapse.server import HomeServer
 from synapse.storage.database import LoggingTransaction
 from synapse.util.clock import Clock
@@ -79,6 +80,58 @@ class DispatcherShortcutTestCase(BreakoutTestCase):
                 BREAKOUT_EVENT_TYPES,
             )
         )
+
+
+class EmptyContext:
+    async def get_prev_state_ids(self, *args: Any, **kwargs: Any) -> Any:
+        return {}
+
+
+class FreezingDispatcherTestCase(BreakoutTestCase):
+    """Synapse releases whose dispatcher freezes events (1.141) and newer ones."""
+
+    def test_the_freeze_is_read_right_from_this_synapse(self) -> None:
+        """Synapse's own dispatcher breaks a version 12 event where we say so."""
+        rules = self.hs.get_module_api_callbacks().third_party_event_rules
+        original = rules.check_event_allowed.__wrapped__
+        ev = make_event_from_dict(
+            {
+                "type": "m.room.topic",
+                "state_key": "",
+                "content": {"topic": "t"},
+                "room_id": "!" + "A" * 43,
+                "sender": "@u:test",
+                "auth_events": ["$" + "B" * 43],
+                "prev_events": [],
+                "depth": 2,
+                "hashes": {"sha256": "x"},
+                "signatures": {},
+                "origin_server_ts": 0,
+            },
+            KNOWN_ROOM_VERSIONS["12"],
+        )
+        self.assertEqual(len(ev.auth_event_ids()), 2)  # the create event's too
+        self.get_success(original(ev, EmptyContext()))
+        try:
+            ev.auth_event_ids()
+            broken = False
+        except TypeError:
+            broken = True
+        self.assertEqual(broken, synapse_adapter.dispatcher_freezes_events(original))
+
+    def test_breakout_events_in_room_version_12_are_sent(self) -> None:
+        """On a freezing release, Synapse's own dispatcher would make this a 500."""
+        self.register_user("owner", "pass")
+        tok = self.login("owner", "pass")
+        parent = self.helper.create_room_as(tok=tok, room_version="12")
+        self.reactor.advance(1)  # another create event, another room ID
+        child = self.helper.create_room_as(tok=tok, room_version="12")
+        assert parent is not None and child is not None
+        for event_type in sorted(BREAKOUT_EVENT_TYPES):
+            content = {event_type: {child: {"via": ["test"]}}}
+            self.helper.send_state(parent, event_type, content, tok=tok)
+            bad = {event_type: {child: {"via": []}}}
+            self.helper.send_state(parent, event_type, bad, tok=tok, expect_code=400)
 
 
 class RoomsWithCreateEventTestCase(BreakoutTestCase):
