@@ -2,6 +2,10 @@
 // to this homeserver's login, the module's admin API and the console's own
 // read endpoints, with the signed-in user's token, and polls every few seconds.
 
+// Imported statically: as a widget, the console must listen before the page's
+// load event, when the client sends its first request.
+import { MatrixCapabilities, WidgetApi } from "./widget-api.js";
+
 const API = "/_synapse/client/breakout/v1";
 const CONSOLE_API = "/_synapse/client/breakout/console/api";
 const LOGIN = "/_matrix/client/v3/login";
@@ -196,7 +200,6 @@ async function widgetSession() {
 }
 
 async function startWidget() {
-  const { WidgetApi, MatrixCapabilities } = await import("./widget-api.js");
   let origin = null;
   try {
     origin = new URL(params.get("parentUrl")).origin;
