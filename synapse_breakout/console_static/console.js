@@ -581,7 +581,12 @@ function move(user, to) {
 // Help requests are the module's `help` notices in the parent.
 async function loadHelp(view) {
   const list = $("help");
-  if (!list || state.widget) return;
+  if (!list) return;
+  if (state.widget) {
+    // A console session cannot read the timeline; the client beside it shows it.
+    list.replaceChildren(h("li", { text: "Help requests appear in this room's timeline." }));
+    return;
+  }
   const filter = enc(JSON.stringify({ types: ["m.room.message"], limit: 50 }));
   let events;
   try {
