@@ -94,6 +94,14 @@ def test_02_participant_sees_no_host_actions_before_a_break_out(flow: Flow) -> N
 def test_03_host_starts_three_rooms_with_auto_assign(flow: Flow) -> None:
     page = flow.host_page
     page.get_by_label("How").select_option("count")
+    # A request the API refuses: its error text beside the button, nothing made.
+    page.get_by_label("Number of rooms").fill("51")
+    page.get_by_role("button", name="Start break-out").click()
+    form = page.get_by_role("form", name="Start a break-out")
+    form.get_by_role("alert").get_by_text(
+        "auto_assign.rooms: must be an integer from 1 to 50"
+    ).wait_for()
+    assert flow.breakout()["active"] is False
     page.get_by_label("Number of rooms").fill("3")
     page.get_by_label("Move people").select_option("invite")
     page.get_by_label("Duration in minutes (0: no deadline)").fill("15")
