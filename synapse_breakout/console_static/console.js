@@ -594,8 +594,9 @@ async function loadHelp(view) {
   } catch {
     return;
   }
+  // This break-out's: sent since it started (its event ID changes with each move).
   const asks = events.filter(
-    (e) => e.content["org.matrix.msc3985.notice"] === "help" && e.content["org.matrix.msc3985.breakout_event_id"] === view.breakout.event_id,
+    (e) => e.content["org.matrix.msc3985.notice"] === "help" && e.origin_server_ts >= view.breakout.started_at,
   );
   list.replaceChildren(
     ...(asks.length
