@@ -108,8 +108,12 @@ class ConsoleSessions:
     async def _check_user(self, user_id: str) -> None:
         """401 unless ``user_id`` is a local user who may still sign in."""
         info = await self._api.get_userinfo_by_id(user_id)
-        if info is None or info.is_deactivated or info.locked:
+        if info is None or info.is_deactivated:
             raise _unknown_token(f"{user_id} may not sign in")
+        if info.locked:  # as Synapse answers for a locked account's own token
+            raise SynapseError(
+                HTTPStatus.UNAUTHORIZED, "the account is locked", Codes.USER_LOCKED
+            )
         if info.is_guest:
             raise SynapseError(
                 HTTPStatus.FORBIDDEN, "guests may not use the console", Codes.FORBIDDEN

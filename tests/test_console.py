@@ -182,7 +182,15 @@ class ConsoleTestCase(ParentRoomTestCase):
                 self.admin, False, create_requester(self.admin)
             )
         )
-        self.get(BASE + self.room_path(), session, HTTPStatus.UNAUTHORIZED)
+        body = self.get(BASE + self.room_path(), session, HTTPStatus.UNAUTHORIZED)
+        self.assertEqual(body["errcode"], "M_UNKNOWN_TOKEN")
+
+    def test_locked_users_session_is_refused(self) -> None:
+        session = self.session(self.admin, self.admin_tok)
+        store = self.hs.get_datastores().main
+        self.get_success(store.set_user_locked_status(self.admin, True))
+        body = self.get(BASE + self.room_path(), session, HTTPStatus.UNAUTHORIZED)
+        self.assertEqual(body["errcode"], "M_USER_LOCKED")
 
     # --- what the page shows -----------------------------------------------------------
 
