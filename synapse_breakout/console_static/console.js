@@ -27,6 +27,8 @@ const state = {
   timer: null,
   shown: "", // what the room's dynamic part shows, to re-render only on change
   pollFailed: false, // the status line shows a failed poll's error
+  asked: 0, // room views asked for
+  shownSeq: 0, // the newest one shown
 };
 
 class ApiError extends Error {
@@ -65,8 +67,12 @@ function errorSlot() {
   return h("p", { class: "error", role: "alert" });
 }
 
-function status(text) {
+// The status line; a confirmation fades after a few seconds.
+let statusTimer = null;
+function status(text, fade = false) {
   $("status").textContent = text || "";
+  clearTimeout(statusTimer);
+  if (fade) statusTimer = setTimeout(() => status(""), 6000);
 }
 
 // Runs an action; its error (the API's `error` text) goes next to the control.
@@ -275,7 +281,12 @@ function stopPolling() {
 
 async function refresh() {
   if (!state.roomId) return;
+  // A poll sent before an action may answer after the action's own refresh:
+  // only the newest answer is shown.
+  const seq = ++state.asked;
   const { data } = await request("GET", `${CONSOLE_API}/rooms/${enc(state.roomId)}`);
+  if (seq < state.shownSeq || data.room_id !== state.roomId) return;
+  state.shownSeq = seq;
   state.view = data;
   if (state.pollFailed) status(""); // the server answers again
   state.pollFailed = false;
@@ -454,7 +465,7 @@ function runningView() {
     act(broadcastSlot, send, async () => {
       await request("POST", roomPath(state.roomId, "broadcast"), { body: broadcast.value });
       broadcast.value = "";
-      status("Sent to every break-out room.");
+      status("Sent to every break-out room.", true);
     });
   });
 
@@ -620,7 +631,7 @@ function participantView() {
       if (message.value.trim()) body.message = message.value;
       await request("POST", roomPath(state.roomId, "help"), body);
       message.value = "";
-      status("Your host has been asked for help.");
+      status("Your host has been asked for help.", true);
     });
   });
   return h("div", { class: "participant" }, h("div", { id: "assignment", class: "card" }), form);
