@@ -72,6 +72,12 @@ class ConsoleTestCase(ParentRoomTestCase):
             channel = self.make_request("GET", f"{CONSOLE}/{name}")
             self.assertEqual(channel.code, 200, name)
             self.assertEqual(channel.headers.getRawHeaders(b"Content-Type"), [kind])
+        # Without the slash, the page's relative links would break: redirected.
+        channel = self.make_request("GET", CONSOLE)
+        self.assertEqual(channel.code, 302)
+        self.assertEqual(
+            channel.headers.getRawHeaders(b"Location"), [f"{CONSOLE}/".encode()]
+        )
         # Nothing but the shipped files: no path leaves the folder.
         for name in ("nope.js", "..%2F__init__.py", "widget-api.LICENSE"):
             channel = self.make_request("GET", f"{CONSOLE}/{name}")
