@@ -294,6 +294,7 @@ async function refresh() {
   const body = $("room-body");
   const mode = !data.host ? "participant" : data.active ? "running" : "idle";
   if (body.dataset.mode !== mode) {
+    if (body.dataset.mode) status(""); // a new stage: earlier news is stale
     body.dataset.mode = mode;
     state.shown = "";
     body.replaceChildren(
