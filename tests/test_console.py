@@ -64,10 +64,13 @@ class ConsoleTestCase(ParentRoomTestCase):
         )
         csp = headers.getRawHeaders(b"Content-Security-Policy")[0]
         self.assertIn(b"script-src 'self'", csp)
+        scripts = ("console", "api", "dom", "host", "participant", "widget-api")
         for name, kind in [
-            ("console.js", b"text/javascript; charset=utf-8"),
+            *(
+                (f"{script}.js", b"text/javascript; charset=utf-8")
+                for script in scripts
+            ),
             ("console.css", b"text/css; charset=utf-8"),
-            ("widget-api.js", b"text/javascript; charset=utf-8"),
         ]:
             channel = self.make_request("GET", f"{CONSOLE}/{name}")
             self.assertEqual(channel.code, 200, name)
