@@ -140,7 +140,9 @@ def new_page(browser: Any, phone: bool = False) -> Any:
     viewport = (
         {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
     )
-    context = browser.new_context(viewport=viewport, device_scale_factor=1)
+    context = browser.new_context(
+        viewport=viewport, device_scale_factor=1, timezone_id="UTC", locale="en-GB"
+    )
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     errors: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -192,6 +193,15 @@ def test_07_host_extends_the_deadline(flow: Flow) -> None:
     flow.host_page.get_by_role("button", name="+5 minutes").click()
     flow.host_page.get_by_text(re.compile(r"^(19|20):\d\d left$")).wait_for()
     assert flow.breakout()["ends_at"] == before + 300_000
+    # A custom deadline, in the browser's time zone (UTC here), to the minute.
+    target = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=42)
+    page = flow.host_page
+    page.get_by_label("New deadline (empty: none)").fill(
+        target.strftime("%Y-%m-%dT%H:%M")
+    )
+    page.get_by_role("button", name="Set deadline").click()
+    page.get_by_text(re.compile(r"^4[12]:\d\d left$")).wait_for()
+    assert flow.breakout()["ends_at"] == int(target.timestamp() * 1000)
 
 
 def test_08_participant_asks_for_help(flow: Flow) -> None:
