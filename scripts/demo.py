@@ -90,6 +90,7 @@ def set_up(synapse: SynapseProcess) -> dict[str, object]:
     )
     return {
         "admin_id": admin_id,
+        "admin_password": synapse.passwords[admin_id],
         "users": users,
         "tokens": tokens,
         "room_id": room_id,
@@ -125,6 +126,10 @@ The admin API (docs/admin_api.md): see the break-out, broadcast, end it:
     '{base}/rooms/{room}/broadcast' -d '{{"body": "5 minutes left"}}'
   curl -s -X DELETE -H 'Authorization: Bearer {tokens["admin"]}' \\
     '{base}/rooms/{room}' -d '{{"message": "Back to the main room"}}'
+
+The host console (docs/console.md), in a browser:
+  {synapse.base_url}/_synapse/client/breakout/console/
+  sign in as host, password {demo["admin_password"]}
 
 Press Ctrl-C to stop.""",
         flush=True,

@@ -94,6 +94,8 @@ class SynapseProcess:
         self.pid_path = self.workdir / "homeserver.pid"
         self.shared_secret = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The password of each user ``register`` made, by user ID.
+        self.passwords: dict[str, str] = {}
         self._module_config = module_config or {}
         self._database = database or {
             "name": "sqlite3",
@@ -266,6 +268,7 @@ class SynapseProcess:
                 "mac": mac.hexdigest(),
             },
         )
+        self.passwords[result["user_id"]] = password
         return result["user_id"], result["access_token"]
 
     def create_room(self, token: str, **body: Any) -> str:

@@ -23,6 +23,7 @@ from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseReques
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.console_session import ConsoleSessions
 from synapse_breakout.content import is_valid_room_id, is_valid_user_id
 from synapse_breakout.model import (
     AutoAssign,
@@ -269,6 +270,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
         self._api = api
         self._ops = operations
         self._flags = flags
+        self._console_sessions = ConsoleSessions(api)
 
     async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
         return await self._route(request)
@@ -330,6 +332,10 @@ class BreakoutAdminResource(DirectServeJsonResource):
         )
 
     async def _authenticate(self, request: SynapseRequest) -> Caller:
+        # A console session acts as its user's own token would (docs/console.md).
+        session_user = await self._console_sessions.user_from_request(request)
+        if session_user is not None and self._config.console.enabled:
+            return Caller(session_user, await self._api.is_user_admin(session_user))
         # 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN come from Synapse's auth.
         requester = await self._api.get_user_by_req(request, allow_guest=True)
         user_id = requester.user.to_string()

@@ -49,6 +49,13 @@ class AdminApiConfig:
 
 
 @attrs.frozen
+class ConsoleConfig:
+    """The ``console`` section: the host console web page (docs/console.md)."""
+
+    enabled: bool = True
+
+
+@attrs.frozen
 class BreakoutConfig:
     """The parsed module configuration; defaults in docs/configuration.md."""
 
@@ -63,6 +70,7 @@ class BreakoutConfig:
     eject_on_parent_leave: bool = True
     recovery_interval_seconds: int = 60
     event_type: str = UNSTABLE_EVENT_TYPE
+    console: ConsoleConfig = ConsoleConfig()
 
 
 # Inclusive ranges of the integer options.
@@ -123,12 +131,16 @@ def _check_keys(section: str, raw: Mapping[str, Any], known: list[str]) -> None:
             )
 
 
-def _admin_api(raw: Any) -> AdminApiConfig:
-    known = [f.name for f in attrs.fields(AdminApiConfig)]
+_S = TypeVar("_S", AdminApiConfig, ConsoleConfig)
+
+
+def _bool_section(section: str, raw: Any, section_type: type[_S]) -> _S:
+    """A section whose keys are all booleans (``admin_api``, ``console``)."""
+    known = [f.name for f in attrs.fields(section_type)]
     if not isinstance(raw, Mapping):
-        raise _error("admin_api", "a mapping with keys " + ", ".join(known), raw)
-    _check_keys("admin_api", raw, known)
-    return AdminApiConfig(**{k: _bool(f"admin_api.{k}", v) for k, v in raw.items()})
+        raise _error(section, "a mapping with keys " + ", ".join(known), raw)
+    _check_keys(section, raw, known)
+    return section_type(**{k: _bool(f"{section}.{k}", v) for k, v in raw.items()})
 
 
 def parse_config(raw: Any) -> BreakoutConfig:
@@ -159,7 +171,9 @@ def parse_config(raw: Any) -> BreakoutConfig:
         elif key == "unknown_senders":
             values[key] = _choice(key, value, UnknownSenders)
         elif key == "admin_api":
-            values[key] = _admin_api(value)
+            values[key] = _bool_section(key, value, AdminApiConfig)
+        elif key == "console":
+            values[key] = _bool_section(key, value, ConsoleConfig)
         elif key == "event_type":
             if not isinstance(value, str) or value not in BREAKOUT_EVENT_TYPES:
                 raise _error(

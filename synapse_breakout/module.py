@@ -19,6 +19,13 @@ from synapse_breakout.config import (
     UnknownSenders,
     parse_config,
 )
+from synapse_breakout.console import (
+    CONSOLE_PATH,
+    ConsoleApiResource,
+    ConsoleResource,
+)
+from synapse_breakout.console_session import ConsoleSessions
+from synapse_breakout.console_view import ConsoleView
 from synapse_breakout.journal import Journal
 from synapse_breakout.lifecycle import Lifecycle
 from synapse_breakout.parent import ParentRooms
@@ -76,6 +83,17 @@ class BreakoutModule:
             api.register_web_resource(
                 BASE_PATH,
                 BreakoutAdminResource(config, api, self.operations, self.trust.flags),
+            )
+        if config.console.enabled:  # the host console (docs/console.md)
+            api.register_web_resource(
+                CONSOLE_PATH,
+                ConsoleResource(
+                    ConsoleApiResource(
+                        api,
+                        ConsoleSessions(api),
+                        ConsoleView(config, api, parents, running),
+                    )
+                ),
             )
         if api.should_run_background_tasks():
             # Only the instance that runs background tasks owns the schema,

@@ -18,6 +18,7 @@ from synapse_breakout.config import (
     INT_RANGES,
     AdminApiConfig,
     BreakoutConfig,
+    ConsoleConfig,
     Enforcement,
     UnknownSenders,
     parse_config,
@@ -36,6 +37,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "eject_on_parent_leave": True,
     "recovery_interval_seconds": 60,
     "event_type": "org.matrix.msc3985.breakout",
+    "console": ConsoleConfig(enabled=True),
 }
 
 
@@ -63,6 +65,7 @@ def test_every_option_is_read() -> None:
         "eject_on_parent_leave": False,
         "recovery_interval_seconds": 5,
         "event_type": "m.breakout",
+        "console": {"enabled": False},
     }
     assert parse_config(raw) == BreakoutConfig(
         power_level=75,
@@ -76,6 +79,7 @@ def test_every_option_is_read() -> None:
         eject_on_parent_leave=False,
         recovery_interval_seconds=5,
         event_type="m.breakout",
+        console=ConsoleConfig(enabled=False),
     )
 
 
@@ -122,6 +126,8 @@ def test_partial_admin_api_keeps_other_default() -> None:
             ("admin_api", "allow_room_moderators"),
             "true or false",
         ),
+        ({"console": "off"}, ("console",), "a mapping"),
+        ({"console": {"enabled": 1}}, ("console", "enabled"), "true or false"),
     ],
 )
 def test_bad_value_names_key_and_what_it_accepts(
@@ -138,6 +144,7 @@ def test_bad_value_names_key_and_what_it_accepts(
     [
         ({"power_levle": 50}, ("power_levle",)),
         ({"admin_api": {"enable": True}}, ("admin_api", "enable")),
+        ({"console": {"port": 1}}, ("console", "port")),
     ],
 )
 def test_unknown_key_lists_valid_keys(
@@ -193,8 +200,10 @@ def test_documented_defaults_match_the_parser() -> None:
 
 def test_every_option_has_its_own_section_with_type_and_default() -> None:
     text = DOCS.read_text()
-    names = [f.name for f in attrs.fields(BreakoutConfig) if f.name != "admin_api"]
+    sections = ("admin_api", "console")
+    names = [f.name for f in attrs.fields(BreakoutConfig) if f.name not in sections]
     names += ["admin_api.enabled", "admin_api.allow_room_moderators"]
+    names += ["console.enabled"]
     for name in names:
         section = re.search(rf"### `{re.escape(name)}`\n(.*?)(?=\n### |\Z)", text, re.S)
         assert section, f"docs/configuration.md has no section for {name}"

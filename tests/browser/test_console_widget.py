@@ -1,0 +1,152 @@
+"""The console as a Matrix widget: signed in by the client's OpenID token.
+
+A test page on another origin plays the client's side with matrix-widget-api's
+``ClientWidgetApi`` (as Element does) and embeds the console in an iframe; it
+hands out a real OpenID token from the same homeserver, or a forged one.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from synapse_process import free_port
+
+from conftest import API, ROOT, Server, new_page, q
+
+HERE = Path(__file__).resolve().parent
+BUNDLE = ROOT / "synapse_breakout" / "console_static" / "widget-api.js"
+
+
+@pytest.fixture(scope="module")
+def client_origin() -> Iterator[str]:
+    """The test client page and the bundle, served from an origin of their own."""
+    folder = Path(tempfile.mkdtemp(prefix="breakout-widget-client-"))
+    shutil.copy(HERE / "widget_client.html", folder / "index.html")
+    shutil.copy(BUNDLE, folder / "widget-api.js")
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder)
+    )
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Room:
+    """A parent with a host and two members, for one test."""
+
+    def __init__(self, server: Server, prefix: str):
+        self.host, self.host_token, _ = server.user(f"{prefix}host")
+        self.members = [server.user(f"{prefix}{i}") for i in range(2)]
+        self.parent = server.synapse.create_room(
+            self.host_token, preset="public_chat", name=f"{prefix} room"
+        )
+        for _, token, _ in self.members:
+            server.synapse.join(token, self.parent)
+
+
+def open_widget(
+    browser: Any,
+    origin: str,
+    server: Server,
+    user: str,
+    token: str,
+    room: str,
+    forge: bool = False,
+) -> tuple[Any, Any]:
+    """The client page and the console's frame in it."""
+    page = new_page(browser)
+    query = {"hs": server.url, "user": user, "token": token, "room": room}
+    if forge:
+        query["forge"] = "1"
+    page.goto(f"{origin}/index.html?{urllib.parse.urlencode(query)}")
+    return page, page.frame_locator("#widget")
+
+
+def test_host_signs_in_through_the_client_without_a_password(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    room = Room(server, "widget")
+    page, console = open_widget(
+        browser, client_origin, server, room.host, room.host_token, room.parent
+    )
+    console.get_by_text(f"Signed in as {room.host}").wait_for()
+    assert page.evaluate("window.openidHandedOut") == 1
+    assert console.get_by_label("Password").is_hidden()
+    # The host view of the widget's room, and its session may act.
+    console.get_by_role("heading", name="widget room").wait_for()
+    console.get_by_label("Number of rooms").fill("2")
+    console.get_by_role("button", name="Start break-out").click()
+    console.locator('section.column[aria-label="Room 2"]').wait_for()
+    state = server.breakout(room.parent, room.host_token)
+    assert state["active"] is True and state["sender"] == room.host
+    assert sorted(u for r in state["rooms"] for u in r["users"]) == sorted(
+        u for u, _, _ in room.members
+    )
+    # The console's session is not an access token of the client-server API.
+    session = console.locator("body").evaluate("() => sessionStorage.length")
+    assert session == 0
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_participant_opens_their_room_through_the_client(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    room = Room(server, "wpart")
+    result = server.request(
+        "POST",
+        f"{API}/rooms/{q(room.parent)}",
+        room.host_token,
+        {"auto_assign": {"rooms": 1}, "duration_seconds": 600},
+    )
+    child = result["rooms"][0]
+    user, token, _ = room.members[0]
+    page, console = open_widget(
+        browser, client_origin, server, user, token, room.parent
+    )
+    console.get_by_role("heading", name="Your break-out room").wait_for()
+    assert console.locator(".my-room").inner_text() == child["name"]
+    console.get_by_role("button", name="Start break-out").wait_for(state="detached")
+    console.get_by_role("button", name="Open my room").click()
+    page.wait_for_function("window.navigatedTo !== undefined")
+    assert page.evaluate("window.navigatedTo") == (
+        f"https://matrix.to/#/{child['room_id']}?via=localhost"
+    )
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_forged_openid_token_gets_no_session(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    room = Room(server, "forged")
+    page, console = open_widget(
+        browser,
+        client_origin,
+        server,
+        room.host,
+        room.host_token,
+        room.parent,
+        forge=True,
+    )
+    console.get_by_text("the OpenID token is unknown or has expired").wait_for()
+    assert console.get_by_text("Signed in as").count() == 0
+    assert console.get_by_role("button", name="Start break-out").count() == 0
+    assert server.breakout(room.parent, room.host_token)["active"] is False
+    page.context.close()

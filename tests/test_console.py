@@ -1,0 +1,297 @@
+"""The host console's server side in Synapse's harness: the page, the OpenID
+exchange for a console session, the session's rights, and the read endpoints.
+The page itself is driven in a real browser by tests/browser/."""
+
+from __future__ import annotations
+
+import urllib.parse
+from http import HTTPStatus
+from typing import Any
+
+from harness import BASE, UNSTABLE, ParentRoomTestCase, module_config
+from synapse.rest.client import openid
+from synapse.types import create_requester
+from tests.unittest import override_config
+
+from synapse_breakout import synapse_adapter
+from synapse_breakout.console_session import (
+    SESSION_LIFETIME_MS,
+    read_session,
+    sign_session,
+)
+
+CONSOLE = "/_synapse/client/breakout/console"
+MODERATORS = module_config(admin_api={"allow_room_moderators": True})
+
+
+class ConsoleTestCase(ParentRoomTestCase):
+    servlets = [*ParentRoomTestCase.servlets, openid.register_servlets]
+
+    def openid_token(self, user: str, tok: str) -> dict[str, Any]:
+        channel = self.make_request(
+            "POST",
+            f"/_matrix/client/v3/user/{urllib.parse.quote(user)}/openid/request_token",
+            {},
+            access_token=tok,
+        )
+        self.assertEqual(channel.code, 200, channel.json_body)
+        return channel.json_body
+
+    def exchange(self, credentials: Any, expect: int = HTTPStatus.OK) -> Any:
+        channel = self.make_request("POST", f"{CONSOLE}/api/session", credentials)
+        self.assertEqual(channel.code, expect, channel.json_body)
+        return channel.json_body
+
+    def session(self, user: str, tok: str) -> str:
+        answer = self.exchange(self.openid_token(user, tok))
+        self.assertEqual(answer["user_id"], user)
+        return str(answer["access_token"])
+
+    def get(self, path: str, tok: str | None, expect: int = HTTPStatus.OK) -> Any:
+        channel = self.make_request("GET", path, access_token=tok)
+        self.assertEqual(channel.code, expect, channel.json_body)
+        return channel.json_body
+
+    # --- the page ------------------------------------------------------------------
+
+    def test_serves_the_page_and_its_files_only(self) -> None:
+        channel = self.make_request("GET", f"{CONSOLE}/")
+        self.assertEqual(channel.code, 200)
+        self.assertIn(b"<title>Break-out rooms</title>", channel.result["body"])
+        headers = channel.headers
+        self.assertEqual(
+            headers.getRawHeaders(b"Content-Type"), [b"text/html; charset=utf-8"]
+        )
+        csp = headers.getRawHeaders(b"Content-Security-Policy")[0]
+        self.assertIn(b"script-src 'self'", csp)
+        scripts = ("console", "api", "dom", "host", "participant", "widget-api")
+        for name, kind in [
+            *(
+                (f"{script}.js", b"text/javascript; charset=utf-8")
+                for script in scripts
+            ),
+            ("console.css", b"text/css; charset=utf-8"),
+        ]:
+            channel = self.make_request("GET", f"{CONSOLE}/{name}")
+            self.assertEqual(channel.code, 200, name)
+            self.assertEqual(channel.headers.getRawHeaders(b"Content-Type"), [kind])
+        # Without the slash, the page's relative links would break: redirected.
+        channel = self.make_request("GET", CONSOLE)
+        self.assertEqual(channel.code, 302)
+        self.assertEqual(
+            channel.headers.getRawHeaders(b"Location"), [f"{CONSOLE}/".encode()]
+        )
+        # Nothing but the shipped files: no path leaves the folder.
+        for name in ("nope.js", "..%2F__init__.py", "widget-api.LICENSE"):
+            channel = self.make_request("GET", f"{CONSOLE}/{name}")
+            self.assertEqual(channel.code, 404, name)
+            self.assertEqual(channel.json_body["errcode"], "M_NOT_FOUND")
+
+    @override_config(module_config(console={"enabled": False}))
+    def test_disabled_console_serves_nothing(self) -> None:
+        for method, path in [
+            ("GET", f"{CONSOLE}/"),
+            ("GET", f"{CONSOLE}/console.js"),
+            ("POST", f"{CONSOLE}/api/session"),
+            ("GET", f"{CONSOLE}/api/rooms"),
+        ]:
+            channel = self.make_request(method, path, {} if method == "POST" else b"")
+            self.assertEqual(channel.code, 404, path)
+
+    # --- sessions from OpenID tokens ----------------------------------------------------
+
+    @override_config(MODERATORS)
+    def test_session_has_the_users_rights_in_the_admin_api(self) -> None:
+        session = self.session(self.mod, self.mod_tok)
+        # The moderator may run the parent's break-out with it...
+        result = self.call(
+            "POST",
+            self.room_path(),
+            {"auto_assign": {"rooms": 2}},
+            tok=session,
+        )
+        self.assertEqual(len(result["rooms"]), 2)
+        self.assertEqual(self.get(BASE + self.room_path(), session)["active"], True)
+        # ...but the client-server API does not know it.
+        channel = self.make_request(
+            "GET", "/_matrix/client/v3/joined_rooms", access_token=session
+        )
+        self.assertEqual(channel.code, 401)
+
+    @override_config(MODERATORS)
+    def test_non_moderator_session_may_not_act(self) -> None:
+        session = self.session(self.users[0], self.toks[self.users[0]])
+        rooms = self.local_room_count()
+        body = self.call(
+            "POST",
+            self.room_path(),
+            {"auto_assign": {"rooms": 2}},
+            tok=session,
+            expect=HTTPStatus.FORBIDDEN,
+        )
+        self.assertEqual(body["errcode"], "M_FORBIDDEN")
+        self.assertEqual(self.local_room_count(), rooms)
+        self.assertIsNone(self.state(self.parent, UNSTABLE))
+        for method, suffix, payload in [
+            ("GET", "", None),
+            ("DELETE", "", {}),
+            ("POST", "/broadcast", {"body": "hi"}),
+            ("POST", "/move", {"user_id": self.users[1], "to": None}),
+        ]:
+            self.call(
+                method,
+                self.room_path(suffix=suffix),
+                payload,
+                tok=session,
+                expect=HTTPStatus.FORBIDDEN,
+            )
+
+    def test_forged_or_foreign_openid_tokens_get_no_session(self) -> None:
+        real = self.openid_token(self.host, self.host_tok)
+        for credentials in [
+            {**real, "access_token": real["access_token"] + "x"},
+            {**real, "access_token": "a" * 24},
+            {**real, "matrix_server_name": "evil.example.org"},
+        ]:
+            body = self.exchange(credentials, HTTPStatus.UNAUTHORIZED)
+            self.assertEqual(body["errcode"], "M_UNKNOWN_TOKEN")
+            self.assertTrue(body["error"])
+        body = self.exchange({}, HTTPStatus.BAD_REQUEST)
+        self.assertEqual(body["errcode"], "M_MISSING_PARAM")
+        self.assertIn("access_token", body["error"])
+        body = self.exchange({"access_token": 5}, HTTPStatus.BAD_REQUEST)
+        self.assertEqual(body["errcode"], "M_INVALID_PARAM")
+        channel = self.make_request("POST", f"{CONSOLE}/api/session", b"[")
+        self.assertEqual(channel.code, 400)
+        self.assertEqual(channel.json_body["errcode"], "M_NOT_JSON")
+
+    def test_expired_openid_token_gets_no_session(self) -> None:
+        real = self.openid_token(self.host, self.host_tok)
+        self.reactor.advance(real["expires_in"] + 1)
+        body = self.exchange(real, HTTPStatus.UNAUTHORIZED)
+        self.assertEqual(body["errcode"], "M_UNKNOWN_TOKEN")
+
+    def test_session_expires_and_cannot_be_forged(self) -> None:
+        session = self.session(self.admin, self.admin_tok)
+        self.get(BASE + self.room_path(), session)
+        payload, _, signature = session.partition(".")[2].partition(".")
+        forged = sign_session(b"another key", self.admin, 2**50)
+        for bad in [forged, f"bcs1.{payload}.{signature[:-2]}AA", "bcs1.x.y"]:
+            body = self.get(BASE + self.room_path(), bad, HTTPStatus.UNAUTHORIZED)
+            self.assertEqual(body["errcode"], "M_UNKNOWN_TOKEN")
+        self.reactor.advance(SESSION_LIFETIME_MS / 1000 + 1)
+        body = self.get(BASE + self.room_path(), session, HTTPStatus.UNAUTHORIZED)
+        self.assertEqual(body["errcode"], "M_UNKNOWN_TOKEN")
+
+    def test_deactivated_users_session_is_refused(self) -> None:
+        session = self.session(self.admin, self.admin_tok)
+        deactivate = self.hs.get_deactivate_account_handler()
+        self.get_success(
+            deactivate.deactivate_account(
+                self.admin, False, create_requester(self.admin)
+            )
+        )
+        body = self.get(BASE + self.room_path(), session, HTTPStatus.UNAUTHORIZED)
+        self.assertEqual(body["errcode"], "M_UNKNOWN_TOKEN")
+
+    def test_locked_users_session_is_refused(self) -> None:
+        session = self.session(self.admin, self.admin_tok)
+        store = self.hs.get_datastores().main
+        self.get_success(store.set_user_locked_status(self.admin, True))
+        body = self.get(BASE + self.room_path(), session, HTTPStatus.UNAUTHORIZED)
+        self.assertEqual(body["errcode"], "M_USER_LOCKED")
+
+    # --- what the page shows -----------------------------------------------------------
+
+    @override_config(MODERATORS)
+    def test_room_list_and_views_by_role(self) -> None:
+        rooms = self.get(f"{CONSOLE}/api/rooms", self.mod_tok)["rooms"]
+        self.assertEqual(
+            rooms,
+            [
+                {
+                    "room_id": self.parent,
+                    "name": None,
+                    "host": True,
+                    "breakout_active": False,
+                }
+            ],
+        )
+        participant = self.users[0]
+        tok = self.toks[participant]
+        self.assertEqual(self.get(f"{CONSOLE}/api/rooms", tok)["rooms"], [])
+        room_path = f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}"
+        view = self.get(room_path, self.mod_tok)
+        self.assertTrue(view["host"])
+        self.assertEqual(
+            {m["user_id"] for m in view["members"]},
+            {self.host, self.mod, *self.users},
+        )
+        self.assertNotIn("members", self.get(room_path, tok))
+
+        result = self.call(
+            "POST",
+            self.room_path(),
+            {"auto_assign": {"rooms": 2}, "duration_seconds": 600},
+            tok=self.mod_tok,
+        )
+        mine = next(r for r in result["rooms"] if participant in r["users"])
+        self.assertEqual(
+            self.get(f"{CONSOLE}/api/rooms", tok)["rooms"][0]["breakout_active"], True
+        )
+        view = self.get(room_path, tok)
+        self.assertFalse(view["host"])
+        self.assertEqual(view["ends_at"], result["ends_at"])
+        self.assertEqual(
+            view["assignment"],
+            {
+                "room_id": mine["room_id"],
+                "name": mine["name"],
+                "via": ["test"],
+                "membership": "invite",
+            },
+        )
+        self.assertNotIn("breakout", view)
+        host_view = self.get(room_path, self.mod_tok)
+        child = next(
+            r for r in host_view["breakout"]["rooms"] if r["room_id"] == mine["room_id"]
+        )
+        self.assertEqual(child["members"][participant], "invite")
+
+    def test_room_view_needs_membership(self) -> None:
+        outsider = self.register_user("outsider", "pass")
+        tok = self.login("outsider", "pass")
+        path = f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}"
+        body = self.get(path, tok, HTTPStatus.FORBIDDEN)
+        self.assertEqual(body["errcode"], "M_FORBIDDEN")
+        self.assertIn(outsider, self.get(f"{CONSOLE}/api/rooms", tok)["user_id"])
+        body = self.get(f"{CONSOLE}/api/rooms/!nope:test", tok, HTTPStatus.FORBIDDEN)
+        self.get(
+            f"{CONSOLE}/api/rooms/!nope:test", self.admin_tok, HTTPStatus.NOT_FOUND
+        )
+        self.get(f"{CONSOLE}/api/rooms/nope", tok, HTTPStatus.BAD_REQUEST)
+        self.get(f"{CONSOLE}/api/rooms", None, HTTPStatus.UNAUTHORIZED)
+
+    # --- the adapter's internals, on this Synapse --------------------------------------
+
+    def test_adapter_openid_lookup_matches_the_federation_endpoint(self) -> None:
+        real = self.openid_token(self.host, self.host_tok)
+        lookup = synapse_adapter.user_for_openid_token
+        self.assertEqual(
+            self.get_success(lookup(self.module_api, real["access_token"])), self.host
+        )
+        self.assertIsNone(self.get_success(lookup(self.module_api, "unknown")))
+
+    def test_adapter_session_key_is_stable_and_not_synapses_own(self) -> None:
+        key = synapse_adapter.console_session_key(self.module_api)
+        self.assertEqual(key, synapse_adapter.console_session_key(self.module_api))
+        self.assertNotEqual(key, self.hs.config.key.macaroon_secret_key)
+        token = sign_session(key, self.host, 10)
+        self.assertEqual(read_session(key, token, 9), self.host)
+        self.assertIsNone(read_session(key, token, 10))
+
+    def test_adapter_joined_rooms(self) -> None:
+        self.assertEqual(
+            self.get_success(synapse_adapter.joined_rooms(self.module_api, self.mod)),
+            {self.parent},
+        )
