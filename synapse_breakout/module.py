@@ -48,6 +48,7 @@ class BreakoutModule:
     """
 
     def __init__(self, config: BreakoutConfig, api: ModuleApi):
+        synapse_adapter.require_internals(api)
         self._config = config
         self._api = api
         self.store = BreakoutStore(api)

@@ -19,6 +19,7 @@ from typing import Any
 from synapse.api.errors import ModuleFailedException, SynapseError
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.module_api import EventBase, ModuleApi
+from synapse.module_api.errors import ConfigError
 from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
 from synapse.types import UserID, create_requester
 
@@ -398,3 +399,57 @@ async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
     # Typed as Any: mypy reads Synapse's @cached descriptor as an unbound method.
     store: Any = api._hs.get_datastores().main
     return frozenset(await store.get_rooms_for_user(user_id))
+
+
+def missing_internals(api: ModuleApi) -> list[str]:
+    """The Synapse internals this adapter calls that this Synapse lacks.
+
+    The methods of Synapse's handlers that ``send_event`` and
+    ``update_membership`` call, with the ``ratelimit`` parameter they pass,
+    and the homeserver's accessors the other functions use. (The SQL on
+    Synapse's tables runs in the tests against the lowest and the newest
+    release.)
+    """
+    hs = getattr(api, "_hs", None)
+    if hs is None:
+        return ["ModuleApi._hs"]
+    wanted: list[tuple[str, Callable[[], Any], str | None]] = [
+        (
+            "EventCreationHandler.create_and_send_nonmember_event(ratelimit=)",
+            lambda: hs.get_event_creation_handler().create_and_send_nonmember_event,
+            "ratelimit",
+        ),
+        (
+            "RoomMemberHandler.update_membership(ratelimit=)",
+            lambda: hs.get_room_member_handler().update_membership,
+            "ratelimit",
+        ),
+        ("HomeServer.get_instance_id()", lambda: hs.get_instance_id, None),
+        ("HomeServer.get_datastores().main", lambda: hs.get_datastores().main, None),
+    ]
+    missing = []
+    for name, get, parameter in wanted:
+        try:
+            target = get()
+            if parameter is not None and (
+                parameter not in inspect.signature(target).parameters
+            ):
+                missing.append(name)
+        except (AttributeError, TypeError, ValueError):
+            missing.append(name)
+    return missing
+
+
+def require_internals(api: ModuleApi) -> None:
+    """Stop start-up, naming them, when Synapse lacks internals the module needs.
+
+    Raises:
+        ConfigError: naming each missing internal and the supported releases.
+    """
+    missing = missing_internals(api)
+    if missing:
+        raise ConfigError(
+            "synapse_breakout cannot run on this Synapse: it lacks "
+            + ", ".join(missing)
+            + " (see docs/operations.md, Supported Synapse releases)"
+        )

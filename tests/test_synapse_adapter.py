@@ -7,6 +7,7 @@ from typing import Any
 from harness import BreakoutTestCase, find_module, probe_event
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
+from synapse.module_api.errors import ConfigError
 from synapse.server import HomeServer
 from synapse.storage.database import LoggingTransaction
 from synapse.util.clock import Clock
@@ -182,3 +183,32 @@ class RoomsWithCreateEventTestCase(BreakoutTestCase):
             synapse_adapter.rooms_with_create_event(self.module_api, [room_id])
         )
         self.assertEqual(found, set())
+
+
+class RequiredInternalsTestCase(BreakoutTestCase):
+    """What the adapter calls exists in this Synapse, or start-up stops."""
+
+    def test_this_synapse_has_every_internal(self) -> None:
+        self.assertEqual(synapse_adapter.missing_internals(self.module_api), [])
+
+    def test_a_synapse_without_them_stops_start_up_naming_them(self) -> None:
+        class OtherHandler:
+            async def update_membership(self, requester: Any, target: Any) -> None:
+                pass
+
+        class OtherSynapse:
+            def get_room_member_handler(self) -> OtherHandler:
+                return OtherHandler()
+
+        class OtherApi:
+            _hs = OtherSynapse()
+
+        with self.assertRaises(ConfigError) as info:
+            synapse_adapter.require_internals(OtherApi())  # type: ignore[arg-type]
+        message = str(info.exception)
+        for name in (
+            "EventCreationHandler.create_and_send_nonmember_event(ratelimit=)",
+            "RoomMemberHandler.update_membership(ratelimit=)",
+            "HomeServer.get_instance_id()",
+        ):
+            self.assertIn(name, message)
