@@ -75,6 +75,23 @@ def test_demo_answers_then_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None
         assert response["failed_users"] == []
         assert synapse_pid and _alive(synapse_pid)
         assert "/broadcast" in text  # curl lines for the API's other endpoints
+        assert "/deadline" in text and "/help" in text
+        # Each user's password next to their token: a person signs in with it.
+        password = re.search(r"^  alice +(\S+)  \S+$", text, re.M)
+        assert password is not None, text
+        login = urllib.request.Request(
+            f"http://127.0.0.1:{port}/_matrix/client/v3/login",
+            data=json.dumps(
+                {
+                    "type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": "alice"},
+                    "password": password.group(1),
+                }
+            ).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(login, timeout=10) as resp:
+            assert json.load(resp)["user_id"].startswith("@alice:")
 
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert demo.wait(timeout=60) == 0
