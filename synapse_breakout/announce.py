@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
-from typing import Any, LiteralString
+from typing import Any
 
 from synapse.module_api import (
     ModuleApi,
@@ -113,21 +113,7 @@ class Announcer:
 
     # --- the occasions ------------------------------------------------------------
 
-    def started(
-        self, sender: str, parent: str, event_id: str, rooms: Sequence[ChildRoomJson]
-    ) -> None:
-        """``started`` in the parent, in the background, right after the commit."""
-        links = [
-            (RoomLink(r["room_id"], r["name"], tuple(r["via"])), list(r["users"]))
-            for r in rooms
-        ]
-        self._in_background(
-            "breakout_started_notice",
-            sender,
-            [(parent, notices.started(event_id, links))],
-        )
-
-    def welcome(
+    def after_start(
         self,
         sender: str,
         parent: str,
@@ -135,32 +121,44 @@ class Announcer:
         rooms: Sequence[ChildRoomJson],
         ends_at: int | None,
     ) -> None:
-        """``welcome`` in each child, in the background, once its users were
-        placed: the start's answer does not wait for them."""
+        """``started`` in the parent, then ``welcome`` in each child, once the
+        users were placed: in the background, after the start's answer."""
         if not self.enabled:
             return
+        self._api.run_as_background_process(
+            "breakout_start_notices",
+            self._after_start,
+            sender,
+            parent,
+            event_id,
+            list(rooms),
+            ends_at,
+        )
 
-        async def welcome_all() -> None:
-            parent_link = await self.room_link(parent)
-            left = self.seconds_left(ends_at)
-            await self.send(
-                sender,
-                [
-                    (
-                        r["room_id"],
-                        notices.welcome(event_id, r["name"], parent_link, left),
-                    )
-                    for r in rooms
-                ],
-            )
-
-        self._api.run_as_background_process("breakout_welcome_notices", welcome_all)
-
-    def _in_background(
-        self, desc: LiteralString, sender: str, batch: list[Notice]
+    async def _after_start(
+        self,
+        sender: str,
+        parent: str,
+        event_id: str,
+        rooms: Sequence[ChildRoomJson],
+        ends_at: int | None,
     ) -> None:
-        if self.enabled:
-            self._api.run_as_background_process(desc, self.send, sender, batch)
+        # Let the start answer first: none of this is on its path.
+        await self._api.sleep(0)
+        links = [
+            (RoomLink(r["room_id"], r["name"], tuple(r["via"])), list(r["users"]))
+            for r in rooms
+        ]
+        await self.send(sender, [(parent, notices.started(event_id, links))])
+        parent_link = await self.room_link(parent)
+        left = self.seconds_left(ends_at)
+        await self.send(
+            sender,
+            [
+                (r["room_id"], notices.welcome(event_id, r["name"], parent_link, left))
+                for r in rooms
+            ],
+        )
 
     def seconds_left(self, ends_at: int | None) -> int | None:
         """Whole seconds from now until ``ends_at`` (rounded up)."""

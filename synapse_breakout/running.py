@@ -79,16 +79,16 @@ class RunningBreakouts:
                 "joined_members": joined,
             }
             rooms.append((order, room))
-        in_force = current.in_force and running is not None
+        started_at, ends_at = current.event.origin_server_ts, None
+        if running is not None and current.in_force:
+            # The start's time: a later move sends a new event.
+            started_at, ends_at = running.started_ts, running.ends_at
         return {
             "active": current.in_force,
             "event_id": current.event.event_id,
             "sender": current.event.sender,
-            # The start's time: a later move sends a new event.
-            "started_at": running.started_ts
-            if running is not None and in_force
-            else current.event.origin_server_ts,
-            "ends_at": running.ends_at if running is not None and in_force else None,
+            "started_at": started_at,
+            "ends_at": ends_at,
             # In the order they were started.
             "rooms": [room for _, room in sorted(rooms, key=lambda r: r[0])],
         }

@@ -291,10 +291,10 @@ class Starter:
     async def _placed_and_announced(
         self, op: Operation, answer: StartAnswer
     ) -> StartAnswer:
-        """Place the users, then welcome them (in the background)."""
+        """Place the users, then tell everyone (in the background)."""
         answer = await self._placement.place_listed(op, answer)
         assert op.acting_user is not None  # every start operation has one
-        self._announcer.welcome(
+        self._announcer.after_start(
             op.acting_user,
             op.parent_room_id,
             answer["event_id"],
@@ -330,9 +330,6 @@ class Starter:
                 started_ts=sent_ts,
                 ends_at=ends_at,
             ),
-        )
-        self._announcer.started(
-            op.acting_user, op.parent_room_id, event_id, answer["rooms"]
         )
         logger.info(
             "Started break-out %s in %s: %d rooms",
