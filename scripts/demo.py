@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import signal
 import sys
@@ -62,10 +63,14 @@ def main() -> int:
 def set_up(synapse: SynapseProcess) -> dict[str, object]:
     """Users and a public parent room; returns what the next steps need."""
     tokens = {}
-    admin_id, tokens["admin"] = synapse.register("host", admin=True)
+    # Passwords too: sign in with any Matrix client to see what a participant sees.
+    passwords = {name: secrets.token_hex(4) for name in ("admin", *USERS)}
+    admin_id, tokens["admin"] = synapse.register(
+        "host", admin=True, password=passwords["admin"]
+    )
     users = {}
     for name in USERS:
-        users[name], tokens[name] = synapse.register(name)
+        users[name], tokens[name] = synapse.register(name, password=passwords[name])
     # The creator outranks everyone (room version 12); alice is a moderator.
     room_id = synapse.create_room(
         tokens["admin"],
@@ -90,18 +95,22 @@ def set_up(synapse: SynapseProcess) -> dict[str, object]:
     )
     return {
         "admin_id": admin_id,
-        "admin_password": synapse.passwords[admin_id],
         "users": users,
         "tokens": tokens,
+        "passwords": passwords,
         "room_id": room_id,
         "breakout": breakout,
     }
 
 
 def show_next_steps(synapse: SynapseProcess, demo: dict[str, object]) -> None:
-    tokens = demo["tokens"]
-    assert isinstance(tokens, dict)
+    tokens, passwords, breakout = demo["tokens"], demo["passwords"], demo["breakout"]
+    assert isinstance(tokens, dict) and isinstance(passwords, dict)
+    assert isinstance(breakout, dict)
     room = urllib.parse.quote(str(demo["room_id"]))
+    # Someone assigned to the first break-out room, to ask for help from it.
+    table = breakout["rooms"][0]
+    helper = next(n for n, u in demo["users"].items() if u in table["users"])  # type: ignore[attr-defined]
     base = f"{synapse.base_url}{BASE_PATH}"
     print(json.dumps({k: demo[k] for k in ("admin_id", "users", "room_id")}, indent=2))
     print("\nStarted a break-out through the admin API (POST .../rooms/{room}):")
@@ -110,9 +119,13 @@ def show_next_steps(synapse: SynapseProcess, demo: dict[str, object]) -> None:
         f"""
 Ready. Synapse (pid {synapse.proc.pid if synapse.proc else "?"}) logs to {synapse.log_path}
 
-Access tokens:
+Sign in with any Matrix client at {synapse.base_url} (user name, password),
+or use the access token:
 """
-        + "\n".join(f"  {name:6} {token}" for name, token in tokens.items())
+        + "\n".join(
+            f"  {'host' if name == 'admin' else name:6} {passwords[name]}  {token}"
+            for name, token in tokens.items()
+        )
         + f"""
 
 Try (a user at power level 0 in a public room may not send a break-out):
@@ -127,9 +140,17 @@ The admin API (docs/admin_api.md): see the break-out, broadcast, end it:
   curl -s -X DELETE -H 'Authorization: Bearer {tokens["admin"]}' \\
     '{base}/rooms/{room}' -d '{{"message": "Back to the main room"}}'
 
+The break-out ends in 30 minutes (warnings at 5 and 1 minutes left). Extend it:
+  curl -s -X POST -H 'Authorization: Bearer {tokens["admin"]}' \
+    '{base}/rooms/{room}/deadline' -d '{{"add_seconds": 600}}'
+
+Ask for help as {helper}, once they have joined their room {table["name"]}:
+  curl -s -X POST -H 'Authorization: Bearer {tokens[helper]}' \
+    '{base}/rooms/{room}/help' -d '{{"room_id": "{table["room_id"]}"}}'
+
 The host console (docs/console.md), in a browser:
   {synapse.base_url}/_synapse/client/breakout/console/
-  sign in as host, password {demo["admin_password"]}
+  sign in as host, password {passwords["admin"]}
 
 Press Ctrl-C to stop.""",
         flush=True,

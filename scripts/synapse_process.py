@@ -241,11 +241,16 @@ class SynapseProcess:
                 parsed = raw.decode(errors="replace")
             raise HttpError(e.code, parsed) from None
 
-    def register(self, localpart: str, admin: bool = False) -> tuple[str, str]:
-        """Register a user through the shared-secret admin API: (user_id, token)."""
+    def register(
+        self, localpart: str, admin: bool = False, password: str | None = None
+    ) -> tuple[str, str]:
+        """Register a user through the shared-secret admin API: (user_id, token).
+
+        ``password``: the one to sign in with elsewhere; a random one if None.
+        """
         path = "/_synapse/admin/v1/register"
         nonce = self.request("GET", path)["nonce"]
-        password = secrets.token_hex(8)
+        password = password or secrets.token_hex(8)
         mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
         mac.update(
             b"\x00".join(

@@ -10,24 +10,37 @@ running.py and placement.py.
 
 from __future__ import annotations
 
-import enum
-import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
+from synapse_breakout.bodies import (
+    bad,
+    check_keys,
+    get_bool,
+    get_choice,
+    get_int,
+    get_str,
+    get_user_list,
+    read_json_body,
+    require_id,
+    require_str,
+)
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.console_session import ConsoleSessions
 from synapse_breakout.content import is_valid_room_id, is_valid_user_id
+from synapse_breakout.deadlines import MAX_DEADLINE_MS, Deadlines
+from synapse_breakout.help import HelpDesk
 from synapse_breakout.model import (
     AutoAssign,
     ChildSpec,
+    DeadlineChange,
     JoinRule,
     PlacementMode,
     StartRequest,
@@ -42,11 +55,12 @@ logger = logging.getLogger(__name__)
 BASE_PATH = "/_synapse/client/breakout/v1"
 MAX_DURATION_SECONDS = 7 * 24 * 3600
 MAX_BROADCAST_LENGTH = 32000
-MAX_TEXT_LENGTH = 255
+MAX_HELP_LENGTH = 1000
+#: The endpoints any member of a child room may call, without moderator rights.
+PARTICIPANT_ACTIONS = ("help",)
 
 Handler = Callable[[SynapseRequest, str, str], Awaitable[tuple[int, Any]]]
 FlagsHandler = Callable[[SynapseRequest], Awaitable[tuple[int, Any]]]
-_E = TypeVar("_E", bound=enum.Enum)
 
 
 @attrs.frozen
@@ -57,112 +71,8 @@ class Operations:
     starter: Starter
     running: RunningBreakouts
     placement: Placement
-
-
-def bad(field: str, message: str, errcode: str = Codes.INVALID_PARAM) -> SynapseError:
-    return SynapseError(HTTPStatus.BAD_REQUEST, f"{field}: {message}", errcode)
-
-
-def read_json_body(request: SynapseRequest, optional: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object (400 M_NOT_JSON otherwise)."""
-    raw = request.content.read() if request.content else b""
-    if not raw.strip():
-        if optional:
-            return {}
-        raise SynapseError(
-            HTTPStatus.BAD_REQUEST, "the body must be a JSON object", Codes.NOT_JSON
-        )
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise SynapseError(
-            HTTPStatus.BAD_REQUEST, "the body is not valid JSON", Codes.NOT_JSON
-        ) from None
-    if not isinstance(body, dict):
-        raise SynapseError(
-            HTTPStatus.BAD_REQUEST, "the body must be a JSON object", Codes.NOT_JSON
-        )
-    return body
-
-
-def check_keys(
-    body: Mapping[str, Any], known: tuple[str, ...], where: str = ""
-) -> None:
-    for key in body:
-        if key not in known:
-            raise bad(
-                f"{where}{key}", "unknown field; known fields are " + ", ".join(known)
-            )
-
-
-def get_str(
-    body: Mapping[str, Any],
-    key: str,
-    *,
-    max_length: int = MAX_TEXT_LENGTH,
-    where: str = "",
-) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 1 <= len(value) <= max_length:
-        raise bad(f"{where}{key}", f"must be a string of 1 to {max_length} characters")
-    return value
-
-
-def require_str(
-    body: Mapping[str, Any],
-    key: str,
-    *,
-    max_length: int = MAX_TEXT_LENGTH,
-    where: str = "",
-) -> str:
-    value = get_str(body, key, max_length=max_length, where=where)
-    if value is None:
-        raise bad(f"{where}{key}", "is required", Codes.MISSING_PARAM)
-    return value
-
-
-def get_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = body.get(key, default)
-    if not isinstance(value, bool):
-        raise bad(key, "must be true or false")
-    return value
-
-
-def get_choice(body: Mapping[str, Any], key: str, choices: type[_E]) -> _E:
-    """One of the enum's values; its first when absent."""
-    values = [str(choice.value) for choice in choices]
-    value = body.get(key, values[0])
-    if value not in values or not isinstance(value, str):
-        raise bad(key, "must be one of " + ", ".join(values))
-    return choices(value)
-
-
-def get_int(
-    body: Mapping[str, Any], key: str, low: int, high: int, where: str = ""
-) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not low <= value <= high
-    ):
-        raise bad(f"{where}{key}", f"must be an integer from {low} to {high}")
-    return value
-
-
-def get_user_list(value: Any, field: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise bad(field, "must be a list of user IDs")
-    for i, user in enumerate(value):
-        if not is_valid_user_id(user):
-            raise bad(f"{field}[{i}]", f"{user!r} is not a valid user ID")
-    if len(set(value)) != len(value):
-        raise bad(field, "lists a user more than once")
-    return tuple(value)
+    deadlines: Deadlines
+    help: HelpDesk
 
 
 def parse_start_request(
@@ -292,6 +202,8 @@ class BreakoutAdminResource(DirectServeJsonResource):
             ("DELETE", ""): self._end,
             ("POST", "broadcast"): self._broadcast,
             ("POST", "move"): self._move,
+            ("POST", "deadline"): self._deadline,
+            ("POST", "help"): self._help,
         }
         if segments == ["flags"]:
             if method != "GET":
@@ -309,11 +221,14 @@ class BreakoutAdminResource(DirectServeJsonResource):
                 if any(a == action for (_, a) in routes):
                     raise self._unsupported(method)
                 raise self._not_found()
-            caller = await self._authenticate(request)
+            participant = action in PARTICIPANT_ACTIONS
+            caller = await self._authenticate(request, allow_guest=participant)
             parent = segments[1]
             if not is_valid_room_id(parent):
                 raise bad("parentRoomId", f"{parent!r} is not a valid room ID")
-            await self._authorise(caller, parent)
+            if not participant:
+                # A participant's endpoint checks its caller's rooms itself.
+                await self._authorise(caller, parent)
             return await handler(request, caller.user_id, parent)
         raise self._not_found()
 
@@ -331,7 +246,9 @@ class BreakoutAdminResource(DirectServeJsonResource):
             Codes.UNRECOGNIZED,
         )
 
-    async def _authenticate(self, request: SynapseRequest) -> Caller:
+    async def _authenticate(
+        self, request: SynapseRequest, allow_guest: bool = False
+    ) -> Caller:
         # A console session acts as its user's own token would (docs/console.md).
         session_user = await self._console_sessions.user_from_request(request)
         if session_user is not None and self._config.console.enabled:
@@ -339,7 +256,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
         # 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN come from Synapse's auth.
         requester = await self._api.get_user_by_req(request, allow_guest=True)
         user_id = requester.user.to_string()
-        if requester.is_guest:
+        if requester.is_guest and not allow_guest:
             raise SynapseError(
                 HTTPStatus.FORBIDDEN, "guests may not use this API", Codes.FORBIDDEN
             )
@@ -414,11 +331,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("user_id", "to"))
-        user_id = body.get("user_id")
-        if user_id is None:
-            raise bad("user_id", "is required", Codes.MISSING_PARAM)
-        if not is_valid_user_id(user_id):
-            raise bad("user_id", f"{user_id!r} is not a valid user ID")
+        user_id = require_id(body, "user_id", is_valid_user_id, "user ID")
         if "to" not in body:
             raise bad(
                 "to",
@@ -431,3 +344,38 @@ class BreakoutAdminResource(DirectServeJsonResource):
         return HTTPStatus.OK, await self._ops.placement.reassign(
             caller, parent, user_id, to
         )
+
+    async def _deadline(
+        self, request: SynapseRequest, caller: str, parent: str
+    ) -> tuple[int, Any]:
+        body = read_json_body(request)
+        check_keys(body, ("ends_at", "add_seconds"))
+        if len(body) != 1:
+            raise bad(
+                "ends_at",
+                "give exactly one of ends_at (ms or null) and add_seconds",
+                Codes.MISSING_PARAM if not body else Codes.INVALID_PARAM,
+            )
+        if "ends_at" in body:
+            ends_at = body["ends_at"]
+            if ends_at is not None and (
+                isinstance(ends_at, bool) or not isinstance(ends_at, int)
+            ):
+                raise bad("ends_at", "must be a time in ms since the epoch, or null")
+            change = DeadlineChange(ends_at=ends_at)
+        else:
+            limit = MAX_DEADLINE_MS // 1000
+            add = get_int(body, "add_seconds", -limit, limit)
+            if add is None:
+                raise bad("add_seconds", f"must be an integer from {-limit} to {limit}")
+            change = DeadlineChange(add_seconds=add)
+        return HTTPStatus.OK, await self._ops.deadlines.move(caller, parent, change)
+
+    async def _help(
+        self, request: SynapseRequest, caller: str, parent: str
+    ) -> tuple[int, Any]:
+        body = read_json_body(request)
+        check_keys(body, ("room_id", "message"))
+        room_id = require_id(body, "room_id", is_valid_room_id, "room ID")
+        message = get_str(body, "message", max_length=MAX_HELP_LENGTH)
+        return HTTPStatus.OK, await self._ops.help.ask(caller, parent, room_id, message)

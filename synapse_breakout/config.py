@@ -71,6 +71,10 @@ class BreakoutConfig:
     recovery_interval_seconds: int = 60
     event_type: str = UNSTABLE_EVENT_TYPE
     console: ConsoleConfig = ConsoleConfig()
+    #: Post the notices participants see on any client (docs/participants.md).
+    notices: bool = True
+    #: Seconds before a deadline at which every child gets a warning, largest first.
+    warn_before_end_seconds: tuple[int, ...] = (300, 60)
 
 
 # Inclusive ranges of the integer options.
@@ -84,7 +88,10 @@ _BOOLS = (
     "users_must_be_members",
     "allow_unknown_remote_rooms",
     "eject_on_parent_leave",
+    "notices",
 )
+#: The longest warning offset: a week, the longest ``duration_seconds``.
+MAX_WARNING_SECONDS = 7 * 24 * 3600
 _E = TypeVar("_E", bound=enum.Enum)
 
 
@@ -143,6 +150,21 @@ def _bool_section(section: str, raw: Any, section_type: type[_S]) -> _S:
     return section_type(**{k: _bool(f"{section}.{k}", v) for k, v in raw.items()})
 
 
+def _warnings(key: str, value: Any) -> tuple[int, ...]:
+    """Distinct offsets in seconds, largest first; an empty list: no warnings."""
+    accepts = f"a list of distinct integers from 1 to {MAX_WARNING_SECONDS}"
+    if not isinstance(value, list) or len(set(map(repr, value))) != len(value):
+        raise _error(key, accepts, value)
+    for item in value:
+        if (
+            isinstance(item, bool)
+            or not isinstance(item, int)
+            or not 1 <= item <= MAX_WARNING_SECONDS
+        ):
+            raise _error(key, accepts, value)
+    return tuple(sorted(value, reverse=True))
+
+
 def parse_config(raw: Any) -> BreakoutConfig:
     """Turn the module's ``config:`` mapping into a :class:`BreakoutConfig`.
 
@@ -180,4 +202,6 @@ def parse_config(raw: Any) -> BreakoutConfig:
                     key, f"one of {UNSTABLE_EVENT_TYPE}, {STABLE_EVENT_TYPE}", value
                 )
             values[key] = value
+        elif key == "warn_before_end_seconds":
+            values[key] = _warnings(key, value)
     return BreakoutConfig(**values)

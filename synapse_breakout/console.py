@@ -21,7 +21,7 @@ from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseReques
 from synapse.module_api.errors import Codes, SynapseError
 from twisted.web.resource import IResource, Resource
 
-from synapse_breakout.admin_api import read_json_body
+from synapse_breakout.bodies import read_json_body
 from synapse_breakout.console_session import ConsoleSessions
 from synapse_breakout.console_view import ConsoleView
 from synapse_breakout.content import is_valid_room_id

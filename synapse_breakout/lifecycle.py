@@ -4,8 +4,9 @@ The loops only; the work is elsewhere (docs/operations.md):
 
 - Recovery, at start-up and every ``recovery_interval_seconds``: journal.py
   finishes the operations a crash left unfinished.
-- Timers: a break-out whose ``duration_seconds`` has passed is ended as
-  ``DELETE`` would (running.py), with the message "Time is up", once.
+- Timers: a break-out whose deadline has passed is ended as ``DELETE``
+  would (running.py), with the message "Time is up", once; the warnings
+  before it are sent (deadlines.py), once each.
 - Ejection (``eject_on_parent_leave``): a user who left or was banned from a
   parent is removed from the children of its break-out (placement.py).
 """
@@ -18,6 +19,7 @@ from synapse.module_api import ModuleApi
 from synapse.module_api.errors import SynapseError
 
 from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.deadlines import Deadlines
 from synapse_breakout.journal import Journal
 from synapse_breakout.parent import BreakoutActiveError
 from synapse_breakout.placement import Placement
@@ -45,6 +47,7 @@ class Lifecycle:
         starter: Starter,
         running: RunningBreakouts,
         placement: Placement,
+        deadlines: Deadlines,
     ):
         self._config = config
         self._api = api
@@ -53,6 +56,7 @@ class Lifecycle:
         self._starter = starter
         self._running = running
         self._placement = placement
+        self._deadlines = deadlines
 
     def schedule(self) -> None:
         """Start the loops (the caller runs ``recover`` once at start-up)."""
@@ -64,6 +68,10 @@ class Lifecycle:
         self._api.looping_background_call(
             self.end_due, TIMER_INTERVAL_MS, desc="breakout_timers"
         )
+        if self._config.notices and self._config.warn_before_end_seconds:
+            self._api.looping_background_call(
+                self._deadlines.warn_due, TIMER_INTERVAL_MS, desc="breakout_warnings"
+            )
         if self._config.eject_on_parent_leave:
             self._api.looping_background_call(
                 self.eject_leavers, EJECTION_INTERVAL_MS, desc="breakout_eject"

@@ -165,3 +165,30 @@ ReassignAnswer = TypedDict(
     },
 )
 ReassignAnswer.__doc__ = "``POST /rooms/{parentRoomId}/move``."
+
+
+class DeadlineAnswer(TypedDict):
+    """``POST /rooms/{parentRoomId}/deadline``."""
+
+    ends_at: int | None
+
+
+class HelpAnswer(TypedDict):
+    """``POST /rooms/{parentRoomId}/help``: the ``help`` notice, if it was sent."""
+
+    event_id: str | None
+
+
+@attrs.frozen
+class DeadlineChange:
+    """A validated ``POST .../deadline`` body: a new deadline (``ends_at``;
+    None: no deadline) or ``add_seconds`` (may be negative)."""
+
+    ends_at: int | None = None
+    add_seconds: int | None = None
+
+    def apply(self, current: int | None, now: int) -> int | None:
+        """The new deadline, given the current one and the time now."""
+        if self.add_seconds is None:
+            return self.ends_at
+        return (current if current is not None else now) + self.add_seconds * 1000

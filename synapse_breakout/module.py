@@ -13,6 +13,7 @@ from synapse.module_api import EventBase, ModuleApi, StateMap
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.admin_api import BASE_PATH, BreakoutAdminResource, Operations
+from synapse_breakout.announce import Announcer
 from synapse_breakout.config import (
     BREAKOUT_EVENT_TYPES,
     BreakoutConfig,
@@ -26,6 +27,8 @@ from synapse_breakout.console import (
 )
 from synapse_breakout.console_session import ConsoleSessions
 from synapse_breakout.console_view import ConsoleView
+from synapse_breakout.deadlines import Deadlines
+from synapse_breakout.help import HelpDesk
 from synapse_breakout.journal import Journal
 from synapse_breakout.lifecycle import Lifecycle
 from synapse_breakout.parent import ParentRooms
@@ -59,11 +62,22 @@ class BreakoutModule:
         self.journal = Journal(api, store)
         parents = ParentRooms(config, api, store, self.journal)
         placement = Placement(config, api, store, parents)
-        starter = Starter(config, api, store, self.journal, parents, placement)
-        running = RunningBreakouts(api, store, parents, placement)
-        self.operations = Operations(parents, starter, running, placement)
+        announcer = Announcer(config, api)
+        starter = Starter(
+            config, api, store, self.journal, parents, placement, announcer
+        )
+        running = RunningBreakouts(api, store, parents, placement, announcer)
+        deadlines = Deadlines(config, api, store, parents, announcer)
+        self.operations = Operations(
+            parents,
+            starter,
+            running,
+            placement,
+            deadlines,
+            HelpDesk(api, store, parents, announcer),
+        )
         self.lifecycle = Lifecycle(
-            config, api, store, self.journal, starter, running, placement
+            config, api, store, self.journal, starter, running, placement, deadlines
         )
 
         api.register_third_party_rules_callbacks(

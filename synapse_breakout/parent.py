@@ -19,6 +19,7 @@ from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BREAKOUT_EVENT_TYPES, BreakoutConfig
 from synapse_breakout.content import (
     BREAKOUT_STATE,
+    BreakoutChild,
     BreakoutContent,
     current_breakout,
 )
@@ -167,6 +168,16 @@ class ParentRooms:
             f"no local moderator of {parent} can act for its break-out",
             Codes.FORBIDDEN,
         )
+
+    async def own_children(
+        self, op_id: str | None, content: BreakoutContent
+    ) -> tuple[BreakoutChild, ...]:
+        """The children of ``content`` that the start ``op_id`` created: the
+        break-out's own rooms (docs/admin_api.md). None without a start."""
+        if op_id is None:
+            return ()
+        own = set(await self._store.rooms_of(op_id))
+        return tuple(child for child in content.children if child.room_id in own)
 
     @contextlib.asynccontextmanager
     async def lock(self, parent: str, kind: str) -> AsyncIterator[None]:

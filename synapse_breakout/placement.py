@@ -141,6 +141,13 @@ class Placement:
             if user != acting and member_event_in_room(event):
                 await self.remove(acting, user, room_id)
 
+    async def withdraw_invitations(self, acting: str, room_id: str) -> None:
+        """Withdraw the invitations to a child room that nobody accepted."""
+        members = await self._api.get_room_state(room_id, [("m.room.member", None)])
+        for (_, user), event in members.items():
+            if event.content.get("membership") == "invite":
+                await self.remove(acting, user, room_id)
+
     async def eject_leavers(self, running: RunningBreakout) -> int:
         """Remove from the children of ``running`` every user who left or was
         banned from its parent; returns how many were removed."""

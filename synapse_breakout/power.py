@@ -10,7 +10,7 @@ version 12 (MSC4289) the room's creators outrank everyone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from synapse_breakout import synapse_adapter
@@ -20,6 +20,20 @@ from synapse_breakout.content import is_json_array
 CREATOR_POWER_LEVEL = 2**53
 #: The join rule of a room without a join-rules event.
 DEFAULT_JOIN_RULE = "invite"
+#: The power-level fields a child room copies from its parent (docs/admin_api.md).
+COPIED_LEVELS = (
+    "events_default",
+    "state_default",
+    "users_default",
+    "invite",
+    "kick",
+    "ban",
+    "redact",
+)
+#: The power-level maps a child room copies from its parent.
+COPIED_LEVEL_MAPS = ("events", "notifications")
+#: The level of a room's administrators.
+ADMIN_POWER_LEVEL = 100
 #: Memberships that count as "in the room" for break-out users.
 _IN_ROOM = ("join", "invite")
 
@@ -130,3 +144,49 @@ def joined_or_invited(user_id: str, state: StateMap) -> bool:
 def member_event_in_room(event: StateEvent | None) -> bool:
     """Whether a membership event says joined or invited."""
     return event is not None and in_room(event.content.get("membership"))
+
+
+def child_power_levels(
+    state: StateMap,
+    acting: str,
+    child_version: str,
+    keeps_level: Callable[[str], bool],
+) -> dict[str, Any]:
+    """The ``power_level_content_override`` of a child room of ``state``'s room.
+
+    The parent's rules (``COPIED_LEVELS`` and ``COPIED_LEVEL_MAPS``) are
+    copied, so members may do in the child what they may do in the parent
+    (start a call, add a widget, post). The members for whom ``keeps_level``
+    is true keep their level (a version 12 creator gets the administrators'
+    level). The acting user creates the room: in version 12 a creator
+    outranks everyone and may not be listed; before, they get at least the
+    administrators' level and every level the copied rules ask for.
+    """
+    override: dict[str, Any] = {}
+    power_levels = state.get(("m.room.power_levels", ""))
+    content = power_levels.content if power_levels is not None else {}
+    for field in COPIED_LEVELS:
+        if field in content:
+            override[field] = _as_int(content[field], 0)
+    for field in COPIED_LEVEL_MAPS:
+        levels = content.get(field)
+        if isinstance(levels, Mapping):
+            override[field] = {
+                str(key): _as_int(value, ADMIN_POWER_LEVEL)
+                for key, value in levels.items()
+            }
+    users: dict[str, int] = {}
+    for kind, user in state:
+        if kind == "m.room.member" and keeps_level(user):
+            level = user_power_level(user, state)
+            users[user] = ADMIN_POWER_LEVEL if level >= CREATOR_POWER_LEVEL else level
+    if synapse_adapter.creators_outrank_everyone(child_version):
+        users.pop(acting, None)
+    else:
+        needed = [users.get(acting, 0), ADMIN_POWER_LEVEL]
+        needed += [v for k, v in override.items() if k in COPIED_LEVELS]
+        needed += override.get("events", {}).values()
+        users[acting] = max(needed)
+    if users:
+        override["users"] = users
+    return override

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
-from synapse.module_api import EventBase, ModuleApi
+from synapse.module_api import ModuleApi
 from synapse.module_api.errors import SynapseError
 
-from synapse_breakout import synapse_adapter
+from synapse_breakout import notices
+from synapse_breakout.announce import Announcer
 from synapse_breakout.content import current_breakout
+from synapse_breakout.journal import CREATION_MARKER
 from synapse_breakout.metrics import OPERATION_SECONDS, OPERATIONS
 from synapse_breakout.model import (
     BroadcastAnswer,
@@ -43,11 +46,13 @@ class RunningBreakouts:
         store: OperationStore,
         parents: ParentRooms,
         placement: Placement,
+        announcer: Announcer,
     ):
         self._api = api
         self._store = store
         self._parents = parents
         self._placement = placement
+        self._announcer = announcer
 
     async def describe(self, parent: str) -> DescribeAnswer:
         """The ``GET /rooms/{parentRoomId}`` answer: the break-out in force."""
@@ -63,37 +68,47 @@ class RunningBreakouts:
                 "rooms": [],
             }
         children = current.content.children if current.content else ()
-        rooms: list[DescribedRoom] = []
+        rooms: list[tuple[tuple[str, int], DescribedRoom]] = []
         for child in children:
-            name, joined = await self._child_summary(child.room_id)
-            rooms.append(
-                {
-                    "room_id": child.room_id,
-                    "name": name,
-                    "via": list(child.via),
-                    "users": list(child.users),
-                    "joined_members": joined,
-                }
-            )
+            name, joined, order = await self._child_summary(child.room_id)
+            room: DescribedRoom = {
+                "room_id": child.room_id,
+                "name": name,
+                "via": list(child.via),
+                "users": list(child.users),
+                "joined_members": joined,
+            }
+            rooms.append((order, room))
+        started_at, ends_at = current.event.origin_server_ts, None
+        if running is not None and current.in_force:
+            # The start's time: a later move sends a new event.
+            started_at, ends_at = running.started_ts, running.ends_at
         return {
             "active": current.in_force,
             "event_id": current.event.event_id,
             "sender": current.event.sender,
-            "started_at": current.event.origin_server_ts,
-            "ends_at": running.ends_at if running and current.in_force else None,
-            "rooms": rooms,
+            "started_at": started_at,
+            "ends_at": ends_at,
+            # In the order they were started.
+            "rooms": [room for _, room in sorted(rooms, key=lambda r: r[0])],
         }
 
-    async def _child_summary(self, room_id: str) -> tuple[str | None, int | None]:
-        """A child's name and joined member count; (None, None) if unknown here."""
+    async def _child_summary(
+        self, room_id: str
+    ) -> tuple[str | None, int | None, tuple[str, int]]:
+        """A child's name, joined member count and place in the order rooms
+        were created (the marker of the operation that made it; rooms it does
+        not mark come last); (None, None, last) if unknown here."""
+        last = ("~", 0)
         try:
             state = await self._api.get_room_state(
-                room_id, [("m.room.name", ""), ("m.room.member", None)]
+                room_id,
+                [("m.room.create", ""), ("m.room.name", ""), ("m.room.member", None)],
             )
         except SynapseError:
-            return None, None
+            return None, None, last
         if not state:
-            return None, None
+            return None, None, last
         name_event = state.get(("m.room.name", ""))
         name = name_event.content.get("name") if name_event else None
         joined = sum(
@@ -101,7 +116,14 @@ class RunningBreakouts:
             for (kind, _), e in state.items()
             if kind == "m.room.member" and e.content.get("membership") == "join"
         )
-        return (name if isinstance(name, str) else None), joined
+        create = state.get(("m.room.create", ""))
+        marker = create.content.get(CREATION_MARKER) if create is not None else None
+        order = last
+        if isinstance(marker, Mapping):
+            op, index = marker.get("operation"), marker.get("index")
+            if isinstance(op, str) and isinstance(index, int):
+                order = (op, index)
+        return (name if isinstance(name, str) else None), joined, order
 
     async def end(
         self,
@@ -112,9 +134,10 @@ class RunningBreakouts:
     ) -> EndAnswer:
         """End the parent's break-out, as ``DELETE`` (and the timer) does.
 
-        Sends the emptied event, posts ``message`` as an ``m.notice`` in every
-        child, and with ``close_rooms`` removes every member from the children.
-        The rooms themselves live on.
+        Sends the emptied event; posts ``ended`` notices (with ``message``) in
+        every own child and in the parent; withdraws the invitations to own
+        children that nobody accepted; with ``close_rooms`` removes every
+        member from the children. The rooms themselves live on.
         """
         started = time.monotonic()
         outcome = "error"
@@ -134,13 +157,26 @@ class RunningBreakouts:
         async with self._parents.lock(parent, "end"):
             ended = await self._parents.send_emptied(found.event.type, parent, acting)
             running = await self._store.get_running(parent)
+            own = [
+                child.room_id
+                for child in await self._parents.own_children(
+                    running.op_id if running else None, found.content
+                )
+            ]
             if running is not None:
                 await self._store.claim_end(parent, running.op_id)
-        failed_rooms: list[FailedRoom] = []
-        for child in found.content.children:
-            error = await self._close_child(acting, child.room_id, message, close_rooms)
+        sent = await self._announcer.ended(
+            acting, parent, found.event.event_id, own, message
+        )
+        failed_rooms: list[FailedRoom] = [
+            {"room_id": room_id, **error_json(result)}
+            for room_id, result in sent.items()
+            if isinstance(result, SynapseError)
+        ]
+        for room_id in found.content.room_ids if close_rooms else own:
+            error = await self._empty_child(acting, room_id, close_rooms)
             if error is not None:
-                failed_rooms.append({"room_id": child.room_id, **error})
+                failed_rooms.append({"room_id": room_id, **error})
         logger.info("Ended the break-out in %s (%s)", parent, ended.event_id)
         return {
             "event_id": ended.event_id,
@@ -148,41 +184,37 @@ class RunningBreakouts:
             "failed_rooms": failed_rooms,
         }
 
-    async def _close_child(
-        self, acting: str, room_id: str, message: str | None, close_rooms: bool
+    async def _empty_child(
+        self, acting: str, room_id: str, close_rooms: bool
     ) -> ErrorJson | None:
+        """Withdraw the pending invitations, or with ``close_rooms`` remove
+        every member."""
         try:
-            if message:
-                await self._notice(acting, room_id, message)
             if close_rooms:
                 await self._placement.remove_members(acting, room_id)
+            else:
+                await self._placement.withdraw_invitations(acting, room_id)
         except SynapseError as e:
             return error_json(e)
         return None
 
-    async def _notice(self, sender: str, room_id: str, body: str) -> EventBase:
-        return await synapse_adapter.send_event(
-            self._api,
-            {
-                "type": "m.room.message",
-                "room_id": room_id,
-                "sender": sender,
-                "content": {"msgtype": "m.notice", "body": body},
-            },
-        )
-
     async def broadcast(
         self, requester: str, parent: str, body: str
     ) -> BroadcastAnswer:
-        """Post ``body`` as an ``m.notice`` in every child room."""
+        """Post ``body`` as a ``broadcast`` notice in every child room."""
         found = await self._parents.in_force(parent, [requester])
         acting = await self._parents.actor(requester, parent, found.state)
+        results = await self._announcer.to_children(
+            acting,
+            found.content.room_ids,
+            notices.broadcast(found.event.event_id, body),
+        )
         sent: dict[str, str] = {}
         failed: list[FailedRoom] = []
-        for room_id in found.content.room_ids:
-            try:
-                sent[room_id] = (await self._notice(acting, room_id, body)).event_id
-            except SynapseError as e:
-                failed.append({"room_id": room_id, **error_json(e)})
+        for room_id, result in results.items():
+            if isinstance(result, SynapseError):
+                failed.append({"room_id": room_id, **error_json(result)})
+            else:
+                sent[room_id] = result
         OPERATIONS.labels("broadcast", "ok" if not failed else "partial").inc()
         return {"event_ids": sent, "failed_rooms": failed}

@@ -103,6 +103,29 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
             ON breakout_sender_verdicts (room_id, trusted, received_ts)
         """,
     ),
+    (
+        # When the deadline was last set (start or POST .../deadline): the
+        # warnings due before it are not sent. NULL: at the start.
+        "ALTER TABLE breakout_active ADD COLUMN deadline_set_ts BIGINT",
+        # The warnings sent (or skipped), one row per running break-out,
+        # deadline and offset: whoever inserts it sends it.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_warnings (
+            op_id TEXT NOT NULL,
+            ends_at BIGINT NOT NULL,
+            offset_seconds INTEGER NOT NULL,
+            sent_ts BIGINT NOT NULL,
+            PRIMARY KEY (op_id, ends_at, offset_seconds)
+        )
+        """,
+        # The last help request from each child room, for the rate limit.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_help_requests (
+            room_id TEXT NOT NULL PRIMARY KEY,
+            asked_ts BIGINT NOT NULL
+        )
+        """,
+    ),
 )
 
 #: The version the code expects. Append to ``_MIGRATIONS`` to migrate.

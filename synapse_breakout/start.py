@@ -22,6 +22,7 @@ from synapse.module_api import EventBase, ModuleApi, StateMap
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout import synapse_adapter
+from synapse_breakout.announce import Announcer
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import (
     BREAKOUT_STATE,
@@ -48,7 +49,7 @@ from synapse_breakout.parent import (
 )
 from synapse_breakout.placement import Placement
 from synapse_breakout.power import (
-    CREATOR_POWER_LEVEL,
+    child_power_levels,
     joined_or_invited,
     membership,
     required_level_to_send,
@@ -139,25 +140,15 @@ def child_template(
     initial_state.append(
         {"type": "m.room.join_rules", "state_key": "", "content": rule}
     )
-    moderators: dict[str, int] = {}
-    for kind, user in state:
-        if kind == "m.room.member" and is_moderator(user):
-            level = user_power_level(user, state)
-            # A creator of a version 12 parent outranks everyone there;
-            # in the child they get the usual top level.
-            moderators[user] = 100 if level >= CREATOR_POWER_LEVEL else level
-    if synapse_adapter.creators_outrank_everyone(version):
-        moderators.pop(acting, None)  # a creator may not be listed
-    else:
-        moderators[acting] = max(moderators.get(acting, 100), 100)
     template: dict[str, Any] = {
         "preset": "public_chat" if join_rule is JoinRule.PUBLIC else "private_chat",
         "visibility": "private",
         "room_version": version,
         "initial_state": initial_state,
     }
-    if moderators:
-        template["power_level_content_override"] = {"users": moderators}
+    levels = child_power_levels(state, acting, version, is_moderator)
+    if levels:
+        template["power_level_content_override"] = levels
     return template
 
 
@@ -188,6 +179,7 @@ class Starter:
         journal: Journal,
         parents: ParentRooms,
         placement: Placement,
+        announcer: Announcer,
     ):
         self._config = config
         self._api = api
@@ -195,6 +187,7 @@ class Starter:
         self._journal = journal
         self._parents = parents
         self._placement = placement
+        self._announcer = announcer
 
     async def start(
         self, requester: str, parent: str, req: StartRequest
@@ -293,7 +286,22 @@ class Starter:
                 logger.warning(
                     "Could not end the old %s in %s: %s", old.type, parent, e.msg
                 )
-        return await self._placement.place_listed(op, answer)
+        return await self._placed_and_announced(op, answer)
+
+    async def _placed_and_announced(
+        self, op: Operation, answer: StartAnswer
+    ) -> StartAnswer:
+        """Place the users, then tell everyone (in the background)."""
+        answer = await self._placement.place_listed(op, answer)
+        assert op.acting_user is not None  # every start operation has one
+        self._announcer.after_start(
+            op.acting_user,
+            op.parent_room_id,
+            answer["event_id"],
+            answer["rooms"],
+            answer["ends_at"],
+        )
+        return answer
 
     async def commit(
         self, op: Operation, event_id: str, sent_ts: int, rooms: list[CreatedRoom]
@@ -341,7 +349,7 @@ class Starter:
             for child in content.children
         ]
         answer = await self.commit(op, event.event_id, event.origin_server_ts, rooms)
-        await self._placement.place_listed(op, answer)
+        await self._placed_and_announced(op, answer)
 
     def _check_acting_user(
         self, acting: str, state: StateMap[EventBase], event_type: str

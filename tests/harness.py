@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
@@ -22,6 +23,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.web.resource import Resource
 
 from synapse_breakout.module import BreakoutModule
+from synapse_breakout.notices import NOTICE_KEY
 from synapse_breakout.schema import BreakoutStore
 from synapse_breakout.spam import SENDER_TRUST_KEY
 from synapse_breakout.store import Operation, OperationState
@@ -186,6 +188,35 @@ class ParentRoomTestCase(BreakoutTestCase):
             access_token=self.host_tok,
         )
         return [e for e in channel.json_body["chunk"] if e["type"] == "m.room.message"]
+
+    def notices(self, room_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """The contents of the notices in ``room_id`` (of ``kind``), oldest first."""
+        contents = [m["content"] for m in reversed(self.messages(room_id))]
+        return [
+            c
+            for c in contents
+            if c.get("msgtype") == "m.notice"
+            and (kind is None or c.get(NOTICE_KEY) == kind)
+        ]
+
+    def notice_bodies(self, room_id: str, kind: str | None = None) -> list[str]:
+        return [c["body"] for c in self.notices(room_id, kind)]
+
+
+def links(content: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The (room or user ID, via servers) of every matrix.to link of a notice."""
+    found = []
+    for href in re.findall(r'href="([^"]+)"', content["formatted_body"]):
+        url = urllib.parse.urlsplit(href.replace("&amp;", "&"))
+        assert url.netloc == "matrix.to", href
+        target, _, query = url.fragment.lstrip("/").partition("?")
+        found.append(
+            (
+                urllib.parse.unquote(target),
+                urllib.parse.parse_qs(query).get("via", []),
+            )
+        )
+    return found
 
 
 def probe_event(

@@ -368,8 +368,8 @@ class AdminApiTestCase(ParentRoomTestCase):
         )
         self.assertEqual(ended["rooms"], [child])
         self.assertEqual(self.state(self.parent, UNSTABLE), {UNSTABLE: {}})
-        notices = [m["content"] for m in self.messages(child)]
-        self.assertIn({"msgtype": "m.notice", "body": "Back to the main room"}, notices)
+        (ended_notice,) = self.notice_bodies(child, "ended")
+        self.assertTrue(ended_notice.startswith("Back to the main room\n"))
         self.assertEqual(self.membership_in(child, self.users[0]), "leave")
         self.assertTrue(self.room_exists(child))
         body = self.call("DELETE", self.room_path(), expect=HTTPStatus.NOT_FOUND)
@@ -382,7 +382,8 @@ class AdminApiTestCase(ParentRoomTestCase):
         child = result["rooms"][0]["room_id"]
         self.call("DELETE", self.room_path())
         self.assertEqual(self.membership_in(child, self.users[0]), "join")
-        self.assertEqual(self.messages(child), [])
+        (ended_notice,) = self.notice_bodies(child, "ended")
+        self.assertTrue(ended_notice.startswith("The break-out has ended"))
 
     def test_broadcast(self) -> None:
         result = self.start({"rooms": [{"name": "A"}, {"name": "B"}]})
@@ -394,8 +395,7 @@ class AdminApiTestCase(ParentRoomTestCase):
         )
         for r in result["rooms"]:
             self.assertEqual(
-                [m["content"] for m in self.messages(r["room_id"])],
-                [{"msgtype": "m.notice", "body": "5 minutes left"}],
+                self.notice_bodies(r["room_id"], "broadcast"), ["5 minutes left"]
             )
         for bad_body in ({"body": ""}, {"body": "x" * 32001}, {"body": 5}, {}):
             err = self.call(

@@ -37,6 +37,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "eject_on_parent_leave": True,
     "recovery_interval_seconds": 60,
     "event_type": "org.matrix.msc3985.breakout",
+    "notices": True,
+    "warn_before_end_seconds": (300, 60),
     "console": ConsoleConfig(enabled=True),
 }
 
@@ -65,6 +67,8 @@ def test_every_option_is_read() -> None:
         "eject_on_parent_leave": False,
         "recovery_interval_seconds": 5,
         "event_type": "m.breakout",
+        "notices": False,
+        "warn_before_end_seconds": [30, 600],
         "console": {"enabled": False},
     }
     assert parse_config(raw) == BreakoutConfig(
@@ -79,8 +83,14 @@ def test_every_option_is_read() -> None:
         eject_on_parent_leave=False,
         recovery_interval_seconds=5,
         event_type="m.breakout",
+        notices=False,
+        warn_before_end_seconds=(600, 30),
         console=ConsoleConfig(enabled=False),
     )
+
+
+def test_no_warnings() -> None:
+    assert parse_config({"warn_before_end_seconds": []}).warn_before_end_seconds == ()
 
 
 def test_partial_admin_api_keeps_other_default() -> None:
@@ -119,6 +129,15 @@ def test_partial_admin_api_keeps_other_default() -> None:
             "org.matrix.msc3985.breakout, m.breakout",
         ),
         ({"event_type": 3}, ("event_type",), "org.matrix.msc3985.breakout, m.breakout"),
+        ({"notices": "on"}, ("notices",), "true or false"),
+        ({"warn_before_end_seconds": 60}, ("warn_before_end_seconds",), "a list"),
+        ({"warn_before_end_seconds": [0]}, ("warn_before_end_seconds",), "from 1"),
+        (
+            {"warn_before_end_seconds": [60, 60]},
+            ("warn_before_end_seconds",),
+            "distinct",
+        ),
+        ({"warn_before_end_seconds": [True]}, ("warn_before_end_seconds",), "integers"),
         ({"admin_api": True}, ("admin_api",), "a mapping"),
         ({"admin_api": {"enabled": "no"}}, ("admin_api", "enabled"), "true or false"),
         (

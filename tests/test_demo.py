@@ -81,6 +81,7 @@ def check_demo(python: str, tmp_path: Path) -> None:
         assert response["failed_users"] == []
         assert synapse_pid and _alive(synapse_pid)
         assert "/broadcast" in text  # curl lines for the API's other endpoints
+        assert "/deadline" in text and "/help" in text
         # The console's URL and the host's password, which signs in.
         match = re.search(
             r"\n  (http\S+/console/)\n  sign in as host, password (\S+)", text
@@ -88,19 +89,23 @@ def check_demo(python: str, tmp_path: Path) -> None:
         assert match, text
         with urllib.request.urlopen(match.group(1), timeout=10) as resp:
             assert b"Break-out rooms" in resp.read()
-        login = urllib.request.Request(
-            f"http://127.0.0.1:{port}/_matrix/client/v3/login",
-            data=json.dumps(
-                {
-                    "type": "m.login.password",
-                    "identifier": {"type": "m.id.user", "user": "host"},
-                    "password": match.group(2),
-                }
-            ).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(login, timeout=10) as resp:
-            assert json.load(resp)["user_id"].startswith("@host:")
+        # Each user's password next to their token: a person signs in with it.
+        password = re.search(r"^  alice +(\S+)  \S+$", text, re.M)
+        assert password is not None, text
+        for user, secret in (("host", match.group(2)), ("alice", password.group(1))):
+            login = urllib.request.Request(
+                f"http://127.0.0.1:{port}/_matrix/client/v3/login",
+                data=json.dumps(
+                    {
+                        "type": "m.login.password",
+                        "identifier": {"type": "m.id.user", "user": user},
+                        "password": secret,
+                    }
+                ).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(login, timeout=10) as resp:
+                assert json.load(resp)["user_id"].startswith(f"@{user}:")
 
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert demo.wait(timeout=60) == 0

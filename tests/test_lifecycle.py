@@ -32,28 +32,25 @@ class TimerTestCase(ParentRoomTestCase):
         self.assertFalse(self.call("GET", self.room_path())["active"])
         self.assertEqual(self.state(self.parent, UNSTABLE), {UNSTABLE: {}})
         for room in result["rooms"]:
-            notices = [m["content"]["body"] for m in self.messages(room["room_id"])]
-            self.assertEqual(notices, [TIME_IS_UP])
+            (ended,) = self.notice_bodies(room["room_id"], "ended")
+            self.assertTrue(ended.startswith(TIME_IS_UP + "\n"))
         self.reactor.advance(120)
         for room in result["rooms"]:
-            notices = [m["content"]["body"] for m in self.messages(room["room_id"])]
-            self.assertEqual(notices, [TIME_IS_UP])
+            self.assertEqual(len(self.notices(room["room_id"], "ended")), 1)
 
     def test_ended_by_hand_before_the_deadline(self) -> None:
         result = self.start({"rooms": [{"name": "A"}], "duration_seconds": 30})
         self.call("DELETE", self.room_path(), {"message": "Done early"})
         self.reactor.advance(60)
-        notices = [
-            m["content"]["body"] for m in self.messages(result["rooms"][0]["room_id"])
-        ]
-        self.assertEqual(notices, ["Done early"])
+        (ended,) = self.notice_bodies(result["rooms"][0]["room_id"], "ended")
+        self.assertTrue(ended.startswith("Done early\n"))
 
     def test_replaced_breakout_keeps_no_old_deadline(self) -> None:
         self.start({"rooms": [{"name": "A"}], "duration_seconds": 30})
         second = self.start({"rooms": [{"name": "B"}], "replace": True})
         self.reactor.advance(60)
         self.assertTrue(self.call("GET", self.room_path())["active"])
-        self.assertEqual(self.messages(second["rooms"][0]["room_id"]), [])
+        self.assertEqual(self.notices(second["rooms"][0]["room_id"], "ended"), [])
 
 
 class EjectionTestCase(ParentRoomTestCase):
@@ -225,10 +222,8 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         self.get_success(store.unlock(self.parent, live))
         self.reactor.advance(2)
         self.assertFalse(self.call("GET", self.room_path())["active"])
-        notices = [
-            m["content"]["body"] for m in self.messages(result["rooms"][0]["room_id"])
-        ]
-        self.assertEqual(notices, [TIME_IS_UP])
+        (ended,) = self.notice_bodies(result["rooms"][0]["room_id"], "ended")
+        self.assertTrue(ended.startswith(TIME_IS_UP + "\n"))
 
     def test_move_keeps_the_deadline_visible(self) -> None:
         result = self.start(

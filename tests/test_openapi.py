@@ -173,6 +173,8 @@ def recipe(method: str, path: str, status: int, errcode: str | None = None) -> A
 ROOM = "/rooms/{parentRoomId}"
 BROADCAST = "/rooms/{parentRoomId}/broadcast"
 MOVE = "/rooms/{parentRoomId}/move"
+DEADLINE = "/rooms/{parentRoomId}/deadline"
+HELP = "/rooms/{parentRoomId}/help"
 FLAGS = "/flags"
 #: A body each operation accepts, for the requests refused before it is read.
 GOOD_BODY: dict[tuple[str, str], Any] = {
@@ -181,6 +183,8 @@ GOOD_BODY: dict[tuple[str, str], Any] = {
     ("DELETE", ROOM): None,
     ("POST", BROADCAST): {"body": "hello"},
     ("POST", MOVE): {"user_id": "@u0:test", "to": None},
+    ("POST", DEADLINE): {"add_seconds": 60},
+    ("POST", HELP): {"room_id": "!t1:test"},
     ("GET", FLAGS): None,
 }
 
@@ -403,6 +407,68 @@ def move_while_locked(t: OpenApiTestCase) -> FakeChannel:
     )
 
 
+# POST /rooms/{parentRoomId}/deadline
+
+
+@recipe("POST", DEADLINE, 200)
+def deadline_ok(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(DEADLINE, t.active_parent()), {"add_seconds": 300})
+
+
+@recipe("POST", DEADLINE, 400, "M_NOT_JSON")
+def deadline_not_json(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(DEADLINE), b"null")
+
+
+@recipe("POST", DEADLINE, 400, "M_MISSING_PARAM")
+def deadline_missing(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(DEADLINE), {})
+
+
+@recipe("POST", DEADLINE, 400, "M_INVALID_PARAM")
+def deadline_in_the_past(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(DEADLINE, t.active_parent()), {"ends_at": 1})
+
+
+@recipe("POST", DEADLINE, 404, "M_NOT_FOUND")
+def deadline_nothing(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(DEADLINE), {"ends_at": None})
+
+
+# POST /rooms/{parentRoomId}/help
+
+
+@recipe("POST", HELP, 200)
+def help_ok(t: OpenApiTestCase) -> FakeChannel:
+    parent = t.active_parent()
+    child, user = t.children[parent][0], t.users[0]
+    t.helper.join(child, user, tok=t.toks[user])
+    return t.request("POST", t.fill(HELP, parent), {"room_id": child}, tok=t.toks[user])
+
+
+@recipe("POST", HELP, 400, "M_NOT_JSON")
+def help_not_json(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(HELP), b"{")
+
+
+@recipe("POST", HELP, 400, "M_MISSING_PARAM")
+def help_missing(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(HELP), {"message": "Help"})
+
+
+@recipe("POST", HELP, 400, "M_INVALID_PARAM")
+def help_invalid(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(HELP), {"room_id": "table"})
+
+
+@recipe("POST", HELP, 429, "M_LIMIT_EXCEEDED")
+def help_again(t: OpenApiTestCase) -> FakeChannel:
+    help_ok(t)
+    parent = list(t.children)[-1]
+    child, user = t.children[parent][0], t.users[0]
+    return t.request("POST", t.fill(HELP, parent), {"room_id": child}, tok=t.toks[user])
+
+
 # GET /flags
 
 
@@ -609,7 +675,8 @@ class OpenApiTestCase(ParentRoomTestCase):
         }
         patterns = [(m, p, template_regex(p)) for m, p in documented | aliases]
         parent = urllib.parse.quote(self.parent, safe="")
-        words = ["rooms", parent, "flags", "broadcast", "move", "other"]
+        words = ["rooms", parent, "flags", "broadcast", "move", "deadline", "help"]
+        words += ["other"]
         paths = [""]
         for n in (1, 2, 3):
             paths += ["/" + "/".join(p) for p in itertools.product(words, repeat=n)]
