@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -22,8 +21,11 @@ import attrs
 from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
+from synapse_breakout import pretend
+from synapse_breakout.access import Caller, authenticate, path_segments
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import is_valid_room_id, is_valid_user_id
+from synapse_breakout.limits import restraint
 from synapse_breakout.model import (
     AutoAssign,
     ChildSpec,
@@ -43,7 +45,7 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600
 MAX_BROADCAST_LENGTH = 32000
 MAX_TEXT_LENGTH = 255
 
-Handler = Callable[[SynapseRequest, str, str], Awaitable[tuple[int, Any]]]
+Handler = Callable[[SynapseRequest, "Caller", str], Awaitable[tuple[int, Any]]]
 FlagsHandler = Callable[[SynapseRequest], Awaitable[tuple[int, Any]]]
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -73,7 +75,8 @@ def read_json_body(request: SynapseRequest, optional: bool = False) -> dict[str,
         )
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack.
         raise SynapseError(
             HTTPStatus.BAD_REQUEST, "the body is not valid JSON", Codes.NOT_JSON
         ) from None
@@ -246,12 +249,6 @@ def parse_start_request(
     )
 
 
-@attrs.frozen
-class Caller:
-    user_id: str
-    is_admin: bool
-
-
 class BreakoutAdminResource(DirectServeJsonResource):
     """Routes ``/rooms/{parentRoomId}[/broadcast|/move]`` and ``/flags``."""
 
@@ -280,9 +277,9 @@ class BreakoutAdminResource(DirectServeJsonResource):
         return await self._route(request)
 
     async def _route(self, request: SynapseRequest) -> tuple[int, Any]:
-        segments = [
-            urllib.parse.unquote(s.decode("utf-8")) for s in request.postpath or []
-        ]
+        # Authentication comes first: nothing of the request is read before.
+        caller = await authenticate(self._api, request)
+        segments = path_segments(request)
         method = request.method.decode("ascii")
         routes: dict[tuple[str, str], Handler] = {
             ("GET", ""): self._get,
@@ -294,7 +291,6 @@ class BreakoutAdminResource(DirectServeJsonResource):
         if segments == ["flags"]:
             if method != "GET":
                 raise self._unsupported(method)
-            caller = await self._authenticate(request)
             if not caller.is_admin:
                 raise SynapseError(
                     HTTPStatus.FORBIDDEN, "server admins only", Codes.FORBIDDEN
@@ -307,12 +303,12 @@ class BreakoutAdminResource(DirectServeJsonResource):
                 if any(a == action for (_, a) in routes):
                     raise self._unsupported(method)
                 raise self._not_found()
-            caller = await self._authenticate(request)
             parent = segments[1]
             if not is_valid_room_id(parent):
                 raise bad("parentRoomId", f"{parent!r} is not a valid room ID")
             await self._authorise(caller, parent)
-            return await handler(request, caller.user_id, parent)
+            caller.check_may_change(method)
+            return await handler(request, caller, parent)
         raise self._not_found()
 
     @staticmethod
@@ -328,16 +324,6 @@ class BreakoutAdminResource(DirectServeJsonResource):
             f"{method} is not supported here",
             Codes.UNRECOGNIZED,
         )
-
-    async def _authenticate(self, request: SynapseRequest) -> Caller:
-        # 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN come from Synapse's auth.
-        requester = await self._api.get_user_by_req(request, allow_guest=True)
-        user_id = requester.user.to_string()
-        if requester.is_guest:
-            raise SynapseError(
-                HTTPStatus.FORBIDDEN, "guests may not use this API", Codes.FORBIDDEN
-            )
-        return Caller(user_id, await self._api.is_user_admin(user_id))
 
     async def _authorise(self, caller: Caller, parent: str) -> None:
         if caller.is_admin:
@@ -373,38 +359,50 @@ class BreakoutAdminResource(DirectServeJsonResource):
     # --- the endpoints ----------------------------------------------------------
 
     async def _get(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         return HTTPStatus.OK, await self._ops.running.describe(parent)
 
     async def _start(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         req = parse_start_request(read_json_body(request), self._config)
-        await self._acting_user_allowed(caller, parent, req)
-        return HTTPStatus.OK, await self._ops.starter.start(caller, parent, req)
+        await self._acting_user_allowed(caller.user_id, parent, req)
+        acting = req.acting_user or caller.user_id
+        if caller.restraint or await restraint(self._api, acting):
+            now = self._api.get_current_time_msec()
+            return HTTPStatus.OK, pretend.start(parent, req, self._api.server_name, now)
+        return HTTPStatus.OK, await self._ops.starter.start(
+            caller.user_id, parent, req, limited=not caller.is_admin
+        )
 
     async def _end(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request, optional=True)
         check_keys(body, ("message", "close_rooms"))
         message = get_str(body, "message", max_length=MAX_BROADCAST_LENGTH)
         close_rooms = get_bool(body, "close_rooms", False)
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.end()
         return HTTPStatus.OK, await self._ops.running.end(
-            caller, parent, message, close_rooms
+            caller.user_id, parent, message, close_rooms
         )
 
     async def _broadcast(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("body",))
         text = require_str(body, "body", max_length=MAX_BROADCAST_LENGTH)
-        return HTTPStatus.OK, await self._ops.running.broadcast(caller, parent, text)
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.broadcast()
+        return HTTPStatus.OK, await self._ops.running.broadcast(
+            caller.user_id, parent, text
+        )
 
     async def _move(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("user_id", "to"))
@@ -422,6 +420,8 @@ class BreakoutAdminResource(DirectServeJsonResource):
         to = body["to"]
         if to is not None and not is_valid_room_id(to):
             raise bad("to", f"{to!r} is not a valid room ID")
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.move(user_id, to)
         return HTTPStatus.OK, await self._ops.placement.reassign(
-            caller, parent, user_id, to
+            caller.user_id, parent, user_id, to
         )

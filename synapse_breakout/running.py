@@ -24,7 +24,7 @@ from synapse_breakout.model import (
     FailedRoom,
     error_json,
 )
-from synapse_breakout.parent import ParentRooms
+from synapse_breakout.parent import ParentRooms, changed_meanwhile
 from synapse_breakout.placement import Placement
 from synapse_breakout.store import OperationStore
 
@@ -63,16 +63,29 @@ class RunningBreakouts:
                 "rooms": [],
             }
         children = current.content.children if current.content else ()
+        own = (
+            await self._parents.own_rooms(parent, current.content)
+            if current.content
+            else frozenset()
+        )
+        assigned = await self._store.assignments.of_op(running.op_id) if running else {}
         rooms: list[DescribedRoom] = []
         for child in children:
-            name, joined = await self._child_summary(child.room_id)
+            managed = child.room_id in own
+            # A room this break-out does not own is not read: its name and
+            # size are no business of whoever listed it.
+            name, joined = (
+                await self._child_summary(child.room_id) if managed else (None, None)
+            )
+            users = child.users or (assigned.get(child.room_id, ()) if managed else ())
             rooms.append(
                 {
                     "room_id": child.room_id,
                     "name": name,
                     "via": list(child.via),
-                    "users": list(child.users),
+                    "users": list(users),
                     "joined_members": joined,
+                    "managed": managed,
                 }
             )
         return {
@@ -109,17 +122,22 @@ class RunningBreakouts:
         parent: str,
         message: str | None,
         close_rooms: bool,
+        due_op: str | None = None,
     ) -> EndAnswer:
         """End the parent's break-out, as ``DELETE`` (and the timer) does.
 
         Sends the emptied event, posts ``message`` as an ``m.notice`` in every
-        child, and with ``close_rooms`` removes every member from the children.
-        The rooms themselves live on.
+        own child, and with ``close_rooms`` removes every member from the own
+        children. The rooms themselves live on.
+
+        Args:
+            due_op: the timer's: end only if this operation's break-out is
+                still the one running (409 otherwise).
         """
         started = time.monotonic()
         outcome = "error"
         try:
-            result = await self._end(requester, parent, message, close_rooms)
+            result = await self._end(requester, parent, message, close_rooms, due_op)
             outcome = "ok"
             return result
         finally:
@@ -127,20 +145,34 @@ class RunningBreakouts:
             OPERATION_SECONDS.labels("end").observe(time.monotonic() - started)
 
     async def _end(
-        self, requester: str, parent: str, message: str | None, close_rooms: bool
+        self,
+        requester: str,
+        parent: str,
+        message: str | None,
+        close_rooms: bool,
+        due_op: str | None,
     ) -> EndAnswer:
-        found = await self._parents.in_force(parent, [requester])
-        acting = await self._parents.actor(requester, parent, found.state)
+        seen = await self._parents.in_force(parent, [requester])
+        acting = await self._parents.actor(requester, parent, seen.state)
         async with self._parents.lock(parent, "end"):
-            ended = await self._parents.send_emptied(found.event.type, parent, acting)
+            found = await self._parents.reread(parent, [requester], seen)
             running = await self._store.get_running(parent)
+            if due_op is not None and (running is None or running.op_id != due_op):
+                raise changed_meanwhile(parent)
+            own = await self._parents.own_rooms(parent, found.content)
+            ended = await self._parents.send_emptied(found.event.type, parent, acting)
             if running is not None:
                 await self._store.claim_end(parent, running.op_id)
+        inviter = running.acting_user if running is not None else None
         failed_rooms: list[FailedRoom] = []
-        for child in found.content.children:
-            error = await self._close_child(acting, child.room_id, message, close_rooms)
+        for room_id in found.content.room_ids:
+            if room_id not in own or not (message or close_rooms):
+                continue
+            error = await self._close_child(
+                acting, inviter, room_id, message, close_rooms
+            )
             if error is not None:
-                failed_rooms.append({"room_id": child.room_id, **error})
+                failed_rooms.append({"room_id": room_id, **error})
         logger.info("Ended the break-out in %s (%s)", parent, ended.event_id)
         return {
             "event_id": ended.event_id,
@@ -149,9 +181,15 @@ class RunningBreakouts:
         }
 
     async def _close_child(
-        self, acting: str, room_id: str, message: str | None, close_rooms: bool
+        self,
+        acting: str,
+        inviter: str | None,
+        room_id: str,
+        message: str | None,
+        close_rooms: bool,
     ) -> ErrorJson | None:
         try:
+            await self._placement.enter(acting, room_id, inviter)
             if message:
                 await self._notice(acting, room_id, message)
             if close_rooms:
@@ -177,10 +215,16 @@ class RunningBreakouts:
         """Post ``body`` as an ``m.notice`` in every child room."""
         found = await self._parents.in_force(parent, [requester])
         acting = await self._parents.actor(requester, parent, found.state)
+        own = await self._parents.own_rooms(parent, found.content)
+        running = await self._store.get_running(parent)
+        inviter = running.acting_user if running is not None else None
         sent: dict[str, str] = {}
         failed: list[FailedRoom] = []
         for room_id in found.content.room_ids:
+            if room_id not in own:
+                continue
             try:
+                await self._placement.enter(acting, room_id, inviter)
                 sent[room_id] = (await self._notice(acting, room_id, body)).event_id
             except SynapseError as e:
                 failed.append({"room_id": room_id, **error_json(e)})

@@ -36,6 +36,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "eject_on_parent_leave": True,
     "recovery_interval_seconds": 60,
     "event_type": "org.matrix.msc3985.breakout",
+    "retention_days": 90,
+    "moderator_starts_per_hour": 10,
 }
 
 
