@@ -11,7 +11,6 @@ running.py and placement.py.
 from __future__ import annotations
 
 import logging
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +19,8 @@ import attrs
 from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
+from synapse_breakout import pretend
+from synapse_breakout.access import Caller, authenticate, path_segments
 from synapse_breakout.bodies import (
     bad,
     check_keys,
@@ -37,6 +38,7 @@ from synapse_breakout.console_session import ConsoleSessions
 from synapse_breakout.content import is_valid_room_id, is_valid_user_id
 from synapse_breakout.deadlines import MAX_DEADLINE_MS, Deadlines
 from synapse_breakout.help import HelpDesk
+from synapse_breakout.limits import restraint
 from synapse_breakout.model import (
     AutoAssign,
     ChildSpec,
@@ -59,7 +61,7 @@ MAX_HELP_LENGTH = 1000
 #: The endpoints any member of a child room may call, without moderator rights.
 PARTICIPANT_ACTIONS = ("help",)
 
-Handler = Callable[[SynapseRequest, str, str], Awaitable[tuple[int, Any]]]
+Handler = Callable[[SynapseRequest, Caller, str], Awaitable[tuple[int, Any]]]
 FlagsHandler = Callable[[SynapseRequest], Awaitable[tuple[int, Any]]]
 
 
@@ -157,12 +159,6 @@ def parse_start_request(
     )
 
 
-@attrs.frozen
-class Caller:
-    user_id: str
-    is_admin: bool
-
-
 class BreakoutAdminResource(DirectServeJsonResource):
     """Routes ``/rooms/{parentRoomId}[/broadcast|/move]`` and ``/flags``."""
 
@@ -192,9 +188,13 @@ class BreakoutAdminResource(DirectServeJsonResource):
         return await self._route(request)
 
     async def _route(self, request: SynapseRequest) -> tuple[int, Any]:
-        segments = [
-            urllib.parse.unquote(s.decode("utf-8")) for s in request.postpath or []
-        ]
+        # Authentication comes first: nothing of the request is read before.
+        caller = await authenticate(
+            self._api,
+            request,
+            self._console_sessions if self._config.console.enabled else None,
+        )
+        segments = path_segments(request)
         method = request.method.decode("ascii")
         routes: dict[tuple[str, str], Handler] = {
             ("GET", ""): self._get,
@@ -208,7 +208,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
         if segments == ["flags"]:
             if method != "GET":
                 raise self._unsupported(method)
-            caller = await self._authenticate(request)
+            caller.check_not_guest()
             if not caller.is_admin:
                 raise SynapseError(
                     HTTPStatus.FORBIDDEN, "server admins only", Codes.FORBIDDEN
@@ -222,14 +222,16 @@ class BreakoutAdminResource(DirectServeJsonResource):
                     raise self._unsupported(method)
                 raise self._not_found()
             participant = action in PARTICIPANT_ACTIONS
-            caller = await self._authenticate(request, allow_guest=participant)
+            if not participant:
+                caller.check_not_guest()
             parent = segments[1]
             if not is_valid_room_id(parent):
                 raise bad("parentRoomId", f"{parent!r} is not a valid room ID")
             if not participant:
                 # A participant's endpoint checks its caller's rooms itself.
                 await self._authorise(caller, parent)
-            return await handler(request, caller.user_id, parent)
+            caller.check_may_change(method)
+            return await handler(request, caller, parent)
         raise self._not_found()
 
     @staticmethod
@@ -245,22 +247,6 @@ class BreakoutAdminResource(DirectServeJsonResource):
             f"{method} is not supported here",
             Codes.UNRECOGNIZED,
         )
-
-    async def _authenticate(
-        self, request: SynapseRequest, allow_guest: bool = False
-    ) -> Caller:
-        # A console session acts as its user's own token would (docs/console.md).
-        session_user = await self._console_sessions.user_from_request(request)
-        if session_user is not None and self._config.console.enabled:
-            return Caller(session_user, await self._api.is_user_admin(session_user))
-        # 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN come from Synapse's auth.
-        requester = await self._api.get_user_by_req(request, allow_guest=True)
-        user_id = requester.user.to_string()
-        if requester.is_guest and not allow_guest:
-            raise SynapseError(
-                HTTPStatus.FORBIDDEN, "guests may not use this API", Codes.FORBIDDEN
-            )
-        return Caller(user_id, await self._api.is_user_admin(user_id))
 
     async def _authorise(self, caller: Caller, parent: str) -> None:
         if caller.is_admin:
@@ -296,38 +282,50 @@ class BreakoutAdminResource(DirectServeJsonResource):
     # --- the endpoints ----------------------------------------------------------
 
     async def _get(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         return HTTPStatus.OK, await self._ops.running.describe(parent)
 
     async def _start(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         req = parse_start_request(read_json_body(request), self._config)
-        await self._acting_user_allowed(caller, parent, req)
-        return HTTPStatus.OK, await self._ops.starter.start(caller, parent, req)
+        await self._acting_user_allowed(caller.user_id, parent, req)
+        acting = req.acting_user or caller.user_id
+        if caller.restraint or await restraint(self._api, acting):
+            now = self._api.get_current_time_msec()
+            return HTTPStatus.OK, pretend.start(parent, req, self._api.server_name, now)
+        return HTTPStatus.OK, await self._ops.starter.start(
+            caller.user_id, parent, req, limited=not caller.is_admin
+        )
 
     async def _end(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request, optional=True)
         check_keys(body, ("message", "close_rooms"))
         message = get_str(body, "message", max_length=MAX_BROADCAST_LENGTH)
         close_rooms = get_bool(body, "close_rooms", False)
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.end()
         return HTTPStatus.OK, await self._ops.running.end(
-            caller, parent, message, close_rooms
+            caller.user_id, parent, message, close_rooms
         )
 
     async def _broadcast(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("body",))
         text = require_str(body, "body", max_length=MAX_BROADCAST_LENGTH)
-        return HTTPStatus.OK, await self._ops.running.broadcast(caller, parent, text)
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.broadcast()
+        return HTTPStatus.OK, await self._ops.running.broadcast(
+            caller.user_id, parent, text
+        )
 
     async def _move(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("user_id", "to"))
@@ -341,12 +339,14 @@ class BreakoutAdminResource(DirectServeJsonResource):
         to = body["to"]
         if to is not None and not is_valid_room_id(to):
             raise bad("to", f"{to!r} is not a valid room ID")
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.move(user_id, to)
         return HTTPStatus.OK, await self._ops.placement.reassign(
-            caller, parent, user_id, to
+            caller.user_id, parent, user_id, to
         )
 
     async def _deadline(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("ends_at", "add_seconds"))
@@ -369,13 +369,23 @@ class BreakoutAdminResource(DirectServeJsonResource):
             if add is None:
                 raise bad("add_seconds", f"must be an integer from {-limit} to {limit}")
             change = DeadlineChange(add_seconds=add)
-        return HTTPStatus.OK, await self._ops.deadlines.move(caller, parent, change)
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.deadline(
+                change, self._api.get_current_time_msec()
+            )
+        return HTTPStatus.OK, await self._ops.deadlines.move(
+            caller.user_id, parent, change
+        )
 
     async def _help(
-        self, request: SynapseRequest, caller: str, parent: str
+        self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
         body = read_json_body(request)
         check_keys(body, ("room_id", "message"))
         room_id = require_id(body, "room_id", is_valid_room_id, "room ID")
         message = get_str(body, "message", max_length=MAX_HELP_LENGTH)
-        return HTTPStatus.OK, await self._ops.help.ask(caller, parent, room_id, message)
+        if caller.restraint:
+            return HTTPStatus.OK, pretend.help_request()
+        return HTTPStatus.OK, await self._ops.help.ask(
+            caller.user_id, parent, room_id, message
+        )

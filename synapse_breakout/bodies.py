@@ -36,7 +36,8 @@ def read_json_body(request: SynapseRequest, optional: bool = False) -> dict[str,
         )
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack.
         raise SynapseError(
             HTTPStatus.BAD_REQUEST, "the body is not valid JSON", Codes.NOT_JSON
         ) from None

@@ -70,11 +70,13 @@ class BreakoutConfig:
     eject_on_parent_leave: bool = True
     recovery_interval_seconds: int = 60
     event_type: str = UNSTABLE_EVENT_TYPE
-    console: ConsoleConfig = ConsoleConfig()
     #: Post the notices participants see on any client (docs/participants.md).
     notices: bool = True
     #: Seconds before a deadline at which every child gets a warning, largest first.
     warn_before_end_seconds: tuple[int, ...] = (300, 60)
+    retention_days: int = 90
+    moderator_starts_per_hour: int = 10
+    console: ConsoleConfig = ConsoleConfig()
 
 
 # Inclusive ranges of the integer options.
@@ -83,6 +85,8 @@ INT_RANGES: Mapping[str, tuple[int, int]] = {
     "max_child_rooms": (1, 500),
     "max_users_per_room": (1, 100_000),
     "recovery_interval_seconds": (1, 86_400),
+    "retention_days": (1, 36_500),
+    "moderator_starts_per_hour": (0, 1_000_000),
 }
 _BOOLS = (
     "users_must_be_members",

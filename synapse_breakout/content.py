@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 import attrs
+from canonicaljson import encode_canonical_json
 from synapse.module_api import EventBase, StateMap
 
 from synapse_breakout.config import (
@@ -94,6 +95,27 @@ def is_json_array(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     arrays here.
     """
     return isinstance(value, (list, tuple))
+
+
+#: Synapse refuses events whose canonical JSON exceeds this many bytes.
+MAX_EVENT_BYTES = 65_536
+#: What an event adds to its content: IDs, hashes, signatures, up to 20 prev
+#: and 10 auth events. Generous: a content within the rest always fits.
+EVENT_ENVELOPE_BYTES = 4_096
+
+
+def fits_in_event(content: Mapping[str, Any]) -> bool:
+    """Whether an event with this content stays within Synapse's size limit."""
+    size = len(encode_canonical_json(content))
+    return size + EVENT_ENVELOPE_BYTES <= MAX_EVENT_BYTES
+
+
+def without_users(content: BreakoutContent) -> BreakoutContent:
+    """``content`` with its ``users`` lists left out (MSC3985 makes them optional)."""
+    return attrs.evolve(
+        content,
+        children=tuple(attrs.evolve(c, users=()) for c in content.children),
+    )
 
 
 def is_breakout_type(event_type: str) -> bool:

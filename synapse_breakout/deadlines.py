@@ -26,6 +26,7 @@ from synapse_breakout.content import BREAKOUT_STATE, current_breakout
 from synapse_breakout.metrics import OPERATIONS
 from synapse_breakout.model import DeadlineAnswer, DeadlineChange
 from synapse_breakout.parent import ParentRooms
+from synapse_breakout.placement import Placement
 from synapse_breakout.store import OperationStore
 
 logger = logging.getLogger(__name__)
@@ -150,12 +151,14 @@ class Deadlines:
         api: ModuleApi,
         store: OperationStore,
         parents: ParentRooms,
+        placement: Placement,
         announcer: Announcer,
     ):
         self._config = config
         self._api = api
         self._store = store
         self._parents = parents
+        self._placement = placement
         self._announcer = announcer
 
     async def move(
@@ -196,10 +199,16 @@ class Deadlines:
                 Codes.NOT_FOUND,
             )
         if self._announcer.enabled:
-            own = await self._parents.own_children(running.op_id, found.content)
+            own = await self._parents.own_rooms(parent, found.content)
+            # A moderator acts as themselves: they enter the rooms first.
+            entered, _ = await self._placement.enter_all(
+                acting,
+                [room_id for room_id in found.content.room_ids if room_id in own],
+                running.acting_user,
+            )
             await self._announcer.to_children(
                 acting,
-                [child.room_id for child in own],
+                entered,
                 notices.deadline(
                     found.event.event_id, self._announcer.seconds_left(ends_at)
                 ),
@@ -246,9 +255,9 @@ class Deadlines:
         )
         if not current.in_force or current.event is None or current.content is None:
             return
-        own = await self._parents.own_children(breakout.op_id, current.content)
+        own = await self._parents.own_rooms(breakout.parent_room_id, current.content)
         await self._announcer.to_children(
             breakout.acting_user,
-            [child.room_id for child in own],
+            [room_id for room_id in current.content.room_ids if room_id in own],
             notices.warning(current.event.event_id, seconds_left),
         )

@@ -87,8 +87,8 @@ class HelpDesk:
         running = await self._store.get_running(parent)
         if running is None:
             raise forbidden
-        own = await self._parents.own_children(running.op_id, found.content)
-        if room_id not in {child.room_id for child in own}:
+        own = await self._parents.own_rooms(parent, found.content)
+        if room_id not in own:
             raise forbidden
         member = await self._api.get_room_state(room_id, [("m.room.member", requester)])
         if membership(requester, member) != "join":

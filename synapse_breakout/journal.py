@@ -10,11 +10,12 @@ an operation back, or forward when its break-out event was sent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from synapse.module_api import EventBase, ModuleApi
@@ -23,16 +24,18 @@ from synapse.module_api.errors import Codes, SynapseError
 from synapse_breakout import synapse_adapter
 from synapse_breakout.content import BREAKOUT_STATE, BreakoutContent, current_breakout
 from synapse_breakout.metrics import RECOVERIES
-from synapse_breakout.model import error_json
+from synapse_breakout.model import BreakoutActiveError, StartAnswer, error_json
 from synapse_breakout.store import Operation, OperationState, OperationStore
 
 logger = logging.getLogger(__name__)
 
 #: Key of the create-event content that marks a child room as made by an operation.
 CREATION_MARKER = "org.matrix.msc3985.breakout_parent"
-#: A pending operation of another process that has not moved for this long is
-#: taken for dead (every created room refreshes it); so is a lock that old.
-STALE_AFTER_MS = 120_000
+#: How often a process bumps the lease of what it holds (upkeep.py).
+RENEW_EVERY_MS = 5_000
+#: An operation or lock of another process whose lease counter stood still this
+#: long, as the recovering process's own clock measures it, is taken for dead.
+LEASE_MS = 30_000
 
 #: Finishes a start whose break-out event was sent before its process died.
 RollForward = Callable[[Operation, EventBase, BreakoutContent], Awaitable[None]]
@@ -41,6 +44,35 @@ RollForward = Callable[[Operation, EventBase, BreakoutContent], Awaitable[None]]
 def failure(e: SynapseError) -> dict[str, Any]:
     """The stored answer of a failed operation, replayed for its txn_id."""
     return {"status": e.code, **error_json(e)}
+
+
+#: The answer of a start whose process was taken for dead (its lease expired)
+#: and rolled back by recovery while its event was being sent.
+ROLLED_BACK_MEANWHILE = SynapseError(
+    HTTPStatus.INTERNAL_SERVER_ERROR,
+    "the operation was taken for dead and rolled back while its break-out "
+    "event was being sent; that event was withdrawn",
+    Codes.UNKNOWN,
+)
+
+
+def replay(earlier: Operation, parent: str) -> StartAnswer:
+    """The first answer of an operation repeated with the same txn_id."""
+    if earlier.parent_room_id != parent:
+        raise SynapseError(
+            HTTPStatus.BAD_REQUEST,
+            f"txn_id: {earlier.txn_id!r} was already used for a break-out in "
+            f"{earlier.parent_room_id}",
+            Codes.INVALID_PARAM,
+        )
+    if earlier.state == OperationState.PENDING or earlier.response is None:
+        raise BreakoutActiveError(
+            f"the operation with txn_id {earlier.txn_id!r} is still under way"
+        )
+    stored = earlier.response
+    if stored.get("status") == HTTPStatus.OK:
+        return cast(StartAnswer, stored["body"])
+    raise SynapseError(stored["status"], stored["error"], stored["errcode"])
 
 
 _CRASHED = SynapseError(
@@ -74,6 +106,12 @@ class Journal:
         self.instance = api.worker_name or "master"
         #: Tells this process's operations from a crashed predecessor's.
         self.process_token = secrets.token_hex(8)
+        #: Leases of other processes' operations and locks as last seen here:
+        #: key -> (counter, when this process first saw that counter).
+        self._seen: dict[str, tuple[int, int]] = {}
+        #: Operations and locks this process holds now (their leases are renewed).
+        self.held = 0
+        self._recheck = False
 
     # --- liveness -------------------------------------------------------------
 
@@ -81,29 +119,50 @@ class Journal:
         """A parent-lock holder ID naming this process, for recovery."""
         return f"{kind}:{self.instance}:{self.process_token}:{secrets.token_hex(4)}"
 
-    def _owner_gone(self, instance: str, token: str, last_seen: int, now: int) -> bool:
-        """Whether the process that wrote ``instance`` and ``token`` is dead:
-        this instance's earlier run, or another's that has not moved for long."""
+    def lease_pattern(self) -> str:
+        """A SQL ``LIKE`` pattern matching the lock IDs of this process."""
+        return f"%:{self.instance}:{self.process_token}:%"
+
+    def _owner_gone(
+        self, key: str, instance: str, token: str, lease: int, now: int
+    ) -> bool:
+        """Whether the process that wrote ``instance`` and ``token`` is dead.
+
+        This instance's earlier run is dead at once. Another process is dead
+        once the lease counter it bumps every ``RENEW_EVERY_MS`` stood still
+        for ``LEASE_MS``: both instants come from this process's clock, so
+        no two hosts' clocks are ever compared (docs/operations.md).
+        """
         if instance == self.instance:
             return token != self.process_token
-        return now - last_seen > STALE_AFTER_MS
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != lease:
+            self._seen[key] = (lease, now)
+            return False
+        return now - seen[1] >= LEASE_MS
 
     def abandoned(self, op: Operation, now: int) -> bool:
         """Whether recovery must finish ``op``: no live process will."""
-        if op.state == OperationState.ROLLING_BACK:
-            return True
-        return self._owner_gone(op.instance, op.process_token, op.updated_ts, now)
+        return self._owner_gone(op.op_id, op.instance, op.process_token, op.lease, now)
 
-    def _lock_abandoned(self, lock_id: str, locked_ts: int, now: int) -> bool:
+    def _lock_abandoned(self, lock_id: str, lease: int, now: int) -> bool:
         owner = parse_lock_id(lock_id)
-        stale = now - locked_ts > STALE_AFTER_MS
-        return stale or self._owner_gone(owner.instance, owner.token, locked_ts, now)
+        return self._owner_gone(lock_id, owner.instance, owner.token, lease, now)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Renew this process's leases while the block runs (upkeep.py)."""
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
 
     # --- rooms and roll back -----------------------------------------------------
 
-    async def operation_rooms(self, op: Operation, crashed: bool = False) -> set[str]:
-        """Every room ``op`` created: journalled, marked in its create event, or
-        (``crashed``: its process died) an empty shell of its acting user's."""
+    async def operation_rooms(self, op: Operation) -> set[str]:
+        """Every room ``op`` can prove it created: journalled, or marked with
+        its ID in its create event. Nothing else is ever deleted."""
         rooms = set(await self._store.rooms_of(op.op_id))
         if op.acting_user:
             for room_id in await synapse_adapter.rooms_created_by(
@@ -117,12 +176,6 @@ class Journal:
                 marker = create.content.get(CREATION_MARKER) if create else None
                 if isinstance(marker, Mapping) and marker.get("operation") == op.op_id:
                     rooms.add(room_id)
-        if crashed and op.acting_user:
-            # A crash between Synapse registering a room and storing its create
-            # event leaves an empty shell, of no use to anyone: it goes too.
-            rooms.update(
-                await synapse_adapter.empty_rooms_created_by(self._api, op.acting_user)
-            )
         return rooms
 
     async def _delete_rooms(self, op: Operation, crashed: bool) -> int:
@@ -131,13 +184,15 @@ class Journal:
         Returns:
             How many of its rooms were still here: 0 when none is left.
         """
-        rooms = await self.operation_rooms(op, crashed)
+        rooms = await self.operation_rooms(op)
         remaining = await synapse_adapter.existing_rooms(self._api, rooms)
-        dropped = await synapse_adapter.release_other_processes_room_locks(
-            self._api, remaining
-        )
-        if dropped:
-            logger.info("Dropped %d locks a dead process held on them", dropped)
+        if crashed:
+            # Only a dead process's locks: a live worker's are left alone.
+            dropped = await synapse_adapter.release_other_processes_room_locks(
+                self._api, remaining
+            )
+            if dropped:
+                logger.info("Dropped %d locks a dead process held on them", dropped)
         for room_id in sorted(remaining):
             try:
                 await self._api.delete_room(room_id)
@@ -178,29 +233,55 @@ class Journal:
     async def recover(self, roll_forward: RollForward) -> int:
         """Finish every operation a crash left unfinished; returns how many."""
         now = self._api.get_current_time_msec()
-        await self._release_dead_locks(now)
+        locks = await self._store.orphan_locks()
+        operations = await self._store.unfinished()
+        # Forget the leases of what is gone.
+        held = {lock_id for _, lock_id, _ in locks} | {op.op_id for op in operations}
+        self._seen = {k: v for k, v in self._seen.items() if k in held}
+        waiting = await self._release_dead_locks(locks, now)
         finished = 0
-        for op in await self._store.unfinished():
-            if not self.abandoned(op, now):
+        for op in operations:
+            crashed = self.abandoned(op, now)
+            if op.state == OperationState.PENDING and not crashed:
+                waiting = waiting or op.instance != self.instance
                 continue
             try:
-                if await self._recover_one(op, roll_forward):
+                if await self._recover_one(op, roll_forward, crashed):
                     finished += 1
             except Exception:
                 RECOVERIES.labels("error").inc()
                 logger.exception("Recovering break-out operation %s failed", op.op_id)
+        if waiting and not self._recheck:
+            # Look again once a lease has passed, not only at the next interval.
+            self._recheck = True
+            self._api.delayed_background_call(
+                LEASE_MS + RENEW_EVERY_MS, self._recover_again, roll_forward
+            )
         return finished
 
-    async def _release_dead_locks(self, now: int) -> None:
-        """Release parent locks an end or reassignment left when its process died."""
-        for parent, lock_id, locked_ts in await self._store.orphan_locks():
-            if self._lock_abandoned(lock_id, locked_ts, now):
+    async def _recover_again(self, roll_forward: RollForward) -> None:
+        self._recheck = False
+        await self.recover(roll_forward)
+
+    async def _release_dead_locks(
+        self, locks: list[tuple[str, str, int]], now: int
+    ) -> bool:
+        """Release parent locks an end or reassignment left when its process
+        died; whether another process's lock is still waited on."""
+        waiting = False
+        for parent, lock_id, lease in locks:
+            if self._lock_abandoned(lock_id, lease, now):
                 await self._store.unlock(parent, lock_id)
                 logger.info(
                     "Released the lock %s on %s: its process is gone", lock_id, parent
                 )
+            else:
+                waiting = waiting or parse_lock_id(lock_id).instance != self.instance
+        return waiting
 
-    async def _recover_one(self, op: Operation, roll_forward: RollForward) -> bool:
+    async def _recover_one(
+        self, op: Operation, roll_forward: RollForward, crashed: bool
+    ) -> bool:
         rooms = await self.operation_rooms(op)
         if op.state == OperationState.PENDING and rooms:
             try:
@@ -210,10 +291,12 @@ class Journal:
             except SynapseError:
                 state = {}
             current = current_breakout(state)
+            # Any of its rooms listed: the event was sent (and maybe edited
+            # since). Rolling back would empty rooms the parent points to.
             if (
                 current.event is not None
                 and current.content is not None
-                and set(current.content.room_ids) == rooms
+                and rooms.intersection(current.content.room_ids)
             ):
                 await roll_forward(op, current.event, current.content)
                 RECOVERIES.labels("rolled_forward").inc()
@@ -223,7 +306,7 @@ class Journal:
             logger.info("Rolling back break-out %s, left unfinished", op.op_id)
             done = await self.roll_back(op, failure(_CRASHED), crashed=True)
         else:
-            done = not await self._delete_rooms(op, crashed=True)
+            done = not await self._delete_rooms(op, crashed)
             if done:
                 await self._store.finish(
                     op.op_id, OperationState.ROLLED_BACK, op.response

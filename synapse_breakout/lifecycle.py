@@ -21,7 +21,7 @@ from synapse.module_api.errors import SynapseError
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.deadlines import Deadlines
 from synapse_breakout.journal import Journal
-from synapse_breakout.parent import BreakoutActiveError
+from synapse_breakout.model import BreakoutActiveError
 from synapse_breakout.placement import Placement
 from synapse_breakout.running import TIME_IS_UP, RunningBreakouts
 from synapse_breakout.start import Starter
@@ -87,7 +87,11 @@ class Lifecycle:
         for running in await self._store.due(self._api.get_current_time_msec()):
             try:
                 await self._running.end(
-                    running.acting_user, running.parent_room_id, TIME_IS_UP, False
+                    running.acting_user,
+                    running.parent_room_id,
+                    TIME_IS_UP,
+                    False,
+                    due_op=running.op_id,
                 )
                 ended += 1
             except BreakoutActiveError:

@@ -8,6 +8,7 @@ these, admin_api.py serves them, the journal (store.py) keeps them.
 from __future__ import annotations
 
 import enum
+from http import HTTPStatus
 from typing import TypedDict
 
 import attrs
@@ -71,6 +72,16 @@ class ErrorJson(TypedDict):
     error: str
 
 
+BREAKOUT_ACTIVE = "ORG.MATRIX.MSC3985.BREAKOUT_ACTIVE"
+
+
+class BreakoutActiveError(SynapseError):
+    """409: the parent already has a break-out, or an operation is under way."""
+
+    def __init__(self, msg: str):
+        super().__init__(HTTPStatus.CONFLICT, msg, BREAKOUT_ACTIVE)
+
+
 def error_json(e: SynapseError) -> ErrorJson:
     """The ``{"errcode", "error"}`` of ``e``: the one place it is built."""
     return {"errcode": e.errcode, "error": e.msg}
@@ -125,6 +136,8 @@ class DescribedRoom(TypedDict):
     via: list[str]
     users: list[str]
     joined_members: int | None
+    #: Whether the break-out made (owns) this room; others are never touched.
+    managed: bool
 
 
 class DescribeAnswer(TypedDict):

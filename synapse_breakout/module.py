@@ -39,6 +39,7 @@ from synapse_breakout.schema import BreakoutStore
 from synapse_breakout.spam import SenderTrust
 from synapse_breakout.start import Starter
 from synapse_breakout.store import OperationStore
+from synapse_breakout.upkeep import Upkeep
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class BreakoutModule:
             config, api, store, self.journal, parents, placement, announcer
         )
         running = RunningBreakouts(api, store, parents, placement, announcer)
-        deadlines = Deadlines(config, api, store, parents, announcer)
+        deadlines = Deadlines(config, api, store, parents, placement, announcer)
         self.operations = Operations(
             parents,
             starter,
@@ -79,6 +80,8 @@ class BreakoutModule:
         self.lifecycle = Lifecycle(
             config, api, store, self.journal, starter, running, placement, deadlines
         )
+        self.upkeep = Upkeep(api, self.journal, config.retention_days)
+        self.upkeep.renew_leases_here()
 
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed
@@ -127,6 +130,7 @@ class BreakoutModule:
         await self.store.create_schema()
         await self.lifecycle.recover()
         self.lifecycle.schedule()
+        self.upkeep.schedule_retention()
 
     async def check_event_allowed(
         self, event: EventBase, state_events: StateMap[EventBase]

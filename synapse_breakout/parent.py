@@ -7,6 +7,7 @@ docs/admin_api.md describes the acting user and the 409 of a busy parent.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -19,19 +20,21 @@ from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BREAKOUT_EVENT_TYPES, BreakoutConfig
 from synapse_breakout.content import (
     BREAKOUT_STATE,
-    BreakoutChild,
     BreakoutContent,
     current_breakout,
 )
 from synapse_breakout.journal import Journal
+from synapse_breakout.model import BreakoutActiveError
 from synapse_breakout.power import (
     membership,
     named_creators,
+    required_level_to_send,
     user_power_level,
 )
 from synapse_breakout.store import OperationStore
 
-BREAKOUT_ACTIVE = "ORG.MATRIX.MSC3985.BREAKOUT_ACTIVE"
+logger = logging.getLogger(__name__)
+
 #: Parent state a start copies into every child room.
 COPIED_STATE = ("m.room.encryption", "m.room.history_visibility", "m.room.guest_access")
 #: What every read of a parent needs, besides memberships.
@@ -44,16 +47,17 @@ PARENT_STATE = (
 )
 
 
-class BreakoutActiveError(SynapseError):
-    """409: the parent already has a break-out, or an operation is under way."""
-
-    def __init__(self, msg: str):
-        super().__init__(HTTPStatus.CONFLICT, msg, BREAKOUT_ACTIVE)
-
-
 def under_way(parent: str) -> BreakoutActiveError:
     """The 409 of a parent another operation holds."""
     return BreakoutActiveError(f"another break-out operation on {parent} is under way")
+
+
+def changed_meanwhile(parent: str) -> BreakoutActiveError:
+    """The 409 of a break-out that changed between a call's read and its lock."""
+    return BreakoutActiveError(
+        f"the break-out in {parent} changed while this call was being handled; "
+        "read it again and retry"
+    )
 
 
 def _named_users(state: StateMap[EventBase]) -> set[str]:
@@ -131,6 +135,32 @@ class ParentRooms:
             and user_power_level(user_id, state) >= self._config.power_level
         )
 
+    def check_acting_user(
+        self, acting: str, state: StateMap[EventBase], event_type: str
+    ) -> None:
+        """``acting`` is a local moderator of the parent who may send ``event_type``."""
+        if not self._api.is_mine(acting):
+            raise SynapseError(
+                HTTPStatus.BAD_REQUEST,
+                f"acting_user {acting} is not a user of this server",
+                Codes.INVALID_PARAM,
+            )
+        if not self.is_moderator(acting, state):
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                f"acting_user {acting} must be joined to the room with power level "
+                f">= {self._config.power_level}",
+                Codes.FORBIDDEN,
+            )
+        needed = required_level_to_send(event_type, state)
+        if user_power_level(acting, state) < needed:
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                f"acting_user {acting} may not send {event_type} in "
+                f"this room (needs power level {needed})",
+                Codes.FORBIDDEN,
+            )
+
     async def in_force(self, parent: str, users: Iterable[str]) -> InForce:
         """The parent's state (with ``users``' and the acting user's
         memberships) and its break-out in force; 404 if there is none."""
@@ -146,20 +176,48 @@ class ParentRooms:
             )
         return InForce(state, current.event, current.content)
 
+    async def reread(self, parent: str, users: Iterable[str], seen: InForce) -> InForce:
+        """The break-out in force, read again under the parent's lock.
+
+        Raises:
+            BreakoutActiveError: it is no longer the event ``seen`` (ended,
+                replaced, moved meanwhile): the caller decided on stale state.
+        """
+        try:
+            found = await self.in_force(parent, users)
+        except SynapseError as e:
+            if e.code == HTTPStatus.NOT_FOUND:
+                raise changed_meanwhile(parent) from None
+            raise
+        if found.event.event_id != seen.event.event_id:
+            raise changed_meanwhile(parent)
+        return found
+
+    async def own_rooms(self, parent: str, content: BreakoutContent) -> frozenset[str]:
+        """The break-out's *own rooms*: those of ``content``'s children that its
+        start operation created (journalled). The one home of that rule: the
+        rest were added by hand and are never touched (docs/security.md)."""
+        running = await self._store.get_running(parent)
+        if running is None:
+            return frozenset()
+        made = await self._store.rooms_of(running.op_id)
+        return frozenset(made).intersection(content.room_ids)
+
     async def actor(
         self, requester: str, parent: str, state: StateMap[EventBase]
     ) -> str:
-        """The local user who acts for the parent's break-out.
+        """The local user who acts for the parent's break-out (docs/security.md).
 
-        The acting user of a break-out started through the API; otherwise the
-        caller, if a moderator of the parent; otherwise the sender of the
-        break-out event, if local.
+        The caller, if a local moderator of the parent (a moderator acts as
+        themselves); otherwise (a server admin) the acting user of a break-out
+        started through the API; otherwise the sender of the break-out event,
+        if local.
         """
+        if self._api.is_mine(requester) and self.is_moderator(requester, state):
+            return requester
         running = await self._store.get_running(parent)
         if running is not None and self.is_moderator(running.acting_user, state):
             return running.acting_user
-        if self._api.is_mine(requester) and self.is_moderator(requester, state):
-            return requester
         current = current_breakout(state)
         if current.event is not None and self._api.is_mine(current.event.sender):
             return current.event.sender
@@ -169,16 +227,6 @@ class ParentRooms:
             Codes.FORBIDDEN,
         )
 
-    async def own_children(
-        self, op_id: str | None, content: BreakoutContent
-    ) -> tuple[BreakoutChild, ...]:
-        """The children of ``content`` that the start ``op_id`` created: the
-        break-out's own rooms (docs/admin_api.md). None without a start."""
-        if op_id is None:
-            return ()
-        own = set(await self._store.rooms_of(op_id))
-        return tuple(child for child in content.children if child.room_id in own)
-
     @contextlib.asynccontextmanager
     async def lock(self, parent: str, kind: str) -> AsyncIterator[None]:
         """Hold the parent's lock for a change of its break-out event.
@@ -187,12 +235,13 @@ class ParentRooms:
             BreakoutActiveError: another operation holds it.
         """
         lock_id = self._journal.lock_id(kind)
-        if not await self._store.lock(parent, lock_id):
-            raise under_way(parent)
-        try:
-            yield
-        finally:
-            await self._store.unlock(parent, lock_id)
+        with self._journal.holding():
+            if not await self._store.lock(parent, lock_id):
+                raise under_way(parent)
+            try:
+                yield
+            finally:
+                await self._store.unlock(parent, lock_id)
 
     async def send_state(
         self, event_type: str, parent: str, sender: str, content: dict[str, Any]
@@ -208,6 +257,18 @@ class ParentRooms:
                 "content": content,
             },
         )
+
+    async def withdraw(self, event: EventBase, sender: str) -> None:
+        """Empty ``event``'s break-out if ``event`` is still the one in force:
+        it lists rooms a roll back deleted (a start recovery took for dead)."""
+        state = await self._api.get_room_state(event.room_id, BREAKOUT_STATE)
+        current = current_breakout(state).event
+        if current is None or current.event_id != event.event_id:
+            return
+        try:
+            await self.send_emptied(event.type, event.room_id, sender)
+        except SynapseError as e:
+            logger.warning("Could not withdraw %s: %s", event.event_id, e.msg)
 
     async def send_emptied(
         self, event_type: str, parent: str, sender: str

@@ -12,12 +12,18 @@ from collections.abc import Iterable
 from http import HTTPStatus
 
 import attrs
-from synapse.module_api import ModuleApi
+from synapse.module_api import EventBase, ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BreakoutConfig
-from synapse_breakout.content import BREAKOUT_STATE, BreakoutContent, current_breakout
+from synapse_breakout.content import (
+    BREAKOUT_STATE,
+    BreakoutContent,
+    current_breakout,
+    fits_in_event,
+    without_users,
+)
 from synapse_breakout.metrics import OPERATIONS
 from synapse_breakout.model import (
     ChildRoomJson,
@@ -30,7 +36,7 @@ from synapse_breakout.model import (
     StartAnswer,
     error_json,
 )
-from synapse_breakout.parent import ParentRooms
+from synapse_breakout.parent import InForce, ParentRooms
 from synapse_breakout.power import (
     effective_join_rule,
     joined_or_invited,
@@ -65,11 +71,17 @@ class Placement:
         mode = PlacementMode(op.request.get("move", PlacementMode.INVITE))
         if mode is PlacementMode.SUGGEST or op.acting_user is None:
             return answer
+        joined: frozenset[str] = frozenset()
+        if mode is PlacementMode.JOIN:
+            joined = await self._joined_to_parent(
+                op.parent_room_id, [u for r in answer["rooms"] for u in r["users"]]
+            )
         answer["failed_users"] = await self._place_all(
             op.acting_user,
             answer["rooms"],
             mode,
             op.request.get("join_rule", JoinRule.RESTRICTED),
+            joined,
         )
         await self._store.set_response(
             op.op_id, {"status": HTTPStatus.OK, "body": answer}
@@ -82,11 +94,14 @@ class Placement:
         rooms: Iterable[ChildRoomJson],
         mode: PlacementMode,
         join_rule: str,
+        joined: frozenset[str],
     ) -> list[FailedUser]:
         failed: list[FailedUser] = []
         for room in rooms:
             for user in room["users"]:
-                error = await self.place(acting, user, room["room_id"], mode, join_rule)
+                error = await self.place(
+                    acting, user, room["room_id"], mode, join_rule, user in joined
+                )
                 if error is not None:
                     failed.append({"user_id": user, **error})
         return failed
@@ -98,10 +113,20 @@ class Placement:
         room_id: str,
         mode: PlacementMode,
         join_rule: str,
+        joined_to_parent: bool,
     ) -> ErrorJson | None:
-        """Invite or join one user; the error if it failed."""
+        """Invite or join one user; the error if it failed.
+
+        ``join`` joins only a local user joined to the parent: anyone else (a
+        remote user, one only invited to the parent) is invited, so no one is
+        put in a room without having accepted anything.
+        """
         try:
-            if mode is PlacementMode.JOIN and self._api.is_mine(user):
+            if (
+                mode is PlacementMode.JOIN
+                and self._api.is_mine(user)
+                and joined_to_parent
+            ):
                 if join_rule == JoinRule.INVITE:
                     await synapse_adapter.update_membership(
                         self._api, acting, user, room_id, "invite"
@@ -115,16 +140,65 @@ class Placement:
                 )
         except SynapseError as e:
             return error_json(e)
-        except Exception as e:
-            logger.warning("Moving %s into %s failed: %s", user, room_id, e)
+        except Exception:
+            logger.exception("Moving %s into %s failed", user, room_id)
             return error_json(
                 SynapseError(
                     HTTPStatus.INTERNAL_SERVER_ERROR,
-                    str(e) or type(e).__name__,
+                    "the server could not place this user; see its log",
                     Codes.UNKNOWN,
                 )
             )
         return None
+
+    async def _joined_to_parent(
+        self, parent: str, users: Iterable[str]
+    ) -> frozenset[str]:
+        """Those of ``users`` joined to ``parent`` now."""
+        wanted = sorted(set(users))
+        if not wanted:
+            return frozenset()
+        state = await self._api.get_room_state(
+            parent, [("m.room.member", user) for user in wanted]
+        )
+        return frozenset(u for u in wanted if membership(u, state) == "join")
+
+    async def enter(self, actor: str, room_id: str, inviter: str | None) -> None:
+        """Join ``actor`` (a moderator acting as themselves) to a child room
+        they are not in, invited by ``inviter`` (the break-out's acting user,
+        who made the room) where the room's join rule asks for it."""
+        state = await self._api.get_room_state(room_id, [("m.room.member", actor)])
+        if membership(actor, state) == "join":
+            return
+        try:
+            await synapse_adapter.update_membership(
+                self._api, actor, actor, room_id, "join"
+            )
+            return
+        except SynapseError:
+            if inviter is None or inviter == actor:
+                raise
+        await synapse_adapter.update_membership(
+            self._api, inviter, actor, room_id, "invite"
+        )
+        await synapse_adapter.update_membership(
+            self._api, actor, actor, room_id, "join"
+        )
+
+    async def enter_all(
+        self, actor: str, rooms: Iterable[str], inviter: str | None
+    ) -> tuple[list[str], list[FailedRoom]]:
+        """:meth:`enter` each of ``rooms``; the rooms ``actor`` is in now, in
+        order, and the failures."""
+        entered: list[str] = []
+        failed: list[FailedRoom] = []
+        for room_id in rooms:
+            try:
+                await self.enter(actor, room_id, inviter)
+                entered.append(room_id)
+            except SynapseError as e:
+                failed.append({"room_id": room_id, **error_json(e)})
+        return entered, failed
 
     # --- out of children ------------------------------------------------------------
 
@@ -158,7 +232,7 @@ class Placement:
         if not current.in_force or current.content is None:
             return 0
         here = await synapse_adapter.rooms_with_create_event(
-            self._api, current.content.room_ids
+            self._api, await self._parents.own_rooms(parent, current.content)
         )
         # The children's members, then only their memberships in the parent:
         # never the whole membership of a large parent.
@@ -195,13 +269,62 @@ class Placement:
     async def reassign(
         self, requester: str, parent: str, user_id: str, to: str | None
     ) -> ReassignAnswer:
-        """Reassign one user (``to`` None: back to the main room)."""
-        found = await self._parents.in_force(parent, [requester, user_id])
-        content = found.content
-        if to is not None and to not in content.room_ids:
+        """Reassign one user (``to`` None: back to the main room).
+
+        Read, decided and sent under the parent's lock, from the event read
+        there: a break-out that changed since the first read is a 409.
+        """
+        seen = await self._parents.in_force(parent, [requester, user_id])
+        acting = await self._parents.actor(requester, parent, seen.state)
+        async with self._parents.lock(parent, "move"):
+            found = await self._parents.reread(parent, [requester, user_id], seen)
+            running = await self._store.get_running(parent)
+            own = await self._parents.own_rooms(parent, found.content)
+            self._check_move(parent, user_id, to, found, own)
+            previous = [c.room_id for c in found.content.children if user_id in c.users]
+            if running is not None:
+                assigned = await self._store.assignments.of_op(running.op_id)
+                previous += [r for r, us in assigned.items() if user_id in us]
+                await self._store.assignments.move(running.op_id, user_id, to)
+            event = await self._send_moved(parent, acting, found, user_id, to)
+            await self._store.set_running_event(parent, event.event_id)
+        inviter = running.acting_user if running is not None else None
+        errors: list[FailedRoom] = []
+        for room_id in sorted(set(previous).intersection(own) - {to}):
+            members = await self._api.get_room_state(
+                room_id, [("m.room.member", user_id)]
+            )
+            if member_event_in_room(members.get(("m.room.member", user_id))):
+                try:
+                    await self.enter(acting, room_id, inviter)
+                    await self.remove(acting, user_id, room_id)
+                except SynapseError as e:
+                    errors.append({"room_id": room_id, **error_json(e)})
+        if to is not None:
+            errors += await self._move_into(
+                acting, inviter, user_id, to, running, found
+            )
+        OPERATIONS.labels("move", "ok" if not errors else "partial").inc()
+        return {
+            "event_id": event.event_id,
+            "user_id": user_id,
+            "from": sorted(set(previous)),
+            "to": to,
+            "failed": errors,
+        }
+
+    def _check_move(
+        self,
+        parent: str,
+        user_id: str,
+        to: str | None,
+        found: InForce,
+        own: frozenset[str],
+    ) -> None:
+        if to is not None and to not in own:
             raise SynapseError(
                 HTTPStatus.BAD_REQUEST,
-                f"to: {to} is not a child room of the break-out in {parent}",
+                f"to: {to} is not a child room this break-out in {parent} made",
                 Codes.INVALID_PARAM,
             )
         if (
@@ -214,53 +337,50 @@ class Placement:
                 f"user_id: {user_id} is not joined to or invited into {parent}",
                 Codes.INVALID_PARAM,
             )
-        acting = await self._parents.actor(requester, parent, found.state)
-        previous = [c.room_id for c in content.children if user_id in c.users]
+
+    async def _send_moved(
+        self, parent: str, acting: str, found: InForce, user_id: str, to: str | None
+    ) -> EventBase:
+        """The break-out event with ``user_id`` listed under ``to`` only; the
+        same event when it leaves the users out (the size rule) and still must."""
         children = tuple(
             attrs.evolve(
                 child,
                 users=tuple(u for u in child.users if u != user_id)
                 + ((user_id,) if child.room_id == to else ()),
             )
-            for child in content.children
+            for child in found.content.children
         )
-        async with self._parents.lock(parent, "move"):
-            event = await self._parents.send_state(
-                found.event.type,
-                parent,
-                acting,
-                {
-                    **found.event.content,
-                    **BreakoutContent(content.key, children).to_json(),
-                },
-            )
-            await self._store.set_running_event(parent, event.event_id)
-        errors: list[FailedRoom] = []
-        for room_id in previous:
-            if room_id == to:
-                continue
-            members = await self._api.get_room_state(
-                room_id, [("m.room.member", user_id)]
-            )
-            if member_event_in_room(members.get(("m.room.member", user_id))):
-                try:
-                    await self.remove(acting, user_id, room_id)
-                except SynapseError as e:
-                    errors.append({"room_id": room_id, **error_json(e)})
-        if to is not None:
-            running = await self._store.get_running(parent)
-            mode = running.mode if running is not None else PlacementMode.INVITE
-            rule = effective_join_rule(
-                await self._api.get_room_state(to, [("m.room.join_rules", "")])
-            )
-            error = await self.place(acting, user_id, to, mode, rule)
-            if error is not None:
-                errors.append({"room_id": to, **error})
-        OPERATIONS.labels("move", "ok" if not errors else "partial").inc()
-        return {
-            "event_id": event.event_id,
-            "user_id": user_id,
-            "from": previous,
-            "to": to,
-            "failed": errors,
+        content = {
+            **found.event.content,
+            **BreakoutContent(found.content.key, children).to_json(),
         }
+        if not fits_in_event(content):
+            content = {
+                **found.event.content,
+                **without_users(BreakoutContent(found.content.key, children)).to_json(),
+            }
+        if content == found.event.content:
+            return found.event
+        return await self._parents.send_state(found.event.type, parent, acting, content)
+
+    async def _move_into(
+        self,
+        acting: str,
+        inviter: str | None,
+        user_id: str,
+        to: str,
+        running: RunningBreakout | None,
+        found: InForce,
+    ) -> list[FailedRoom]:
+        mode = running.mode if running is not None else PlacementMode.INVITE
+        rule = effective_join_rule(
+            await self._api.get_room_state(to, [("m.room.join_rules", "")])
+        )
+        try:
+            await self.enter(acting, to, inviter)
+        except SynapseError as e:
+            return [{"room_id": to, **error_json(e)}]
+        joined = membership(user_id, found.state) == "join"
+        error = await self.place(acting, user_id, to, mode, rule, joined)
+        return [] if error is None else [{"room_id": to, **error}]

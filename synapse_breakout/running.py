@@ -24,10 +24,9 @@ from synapse_breakout.model import (
     DescribedRoom,
     EndAnswer,
     ErrorJson,
-    FailedRoom,
     error_json,
 )
-from synapse_breakout.parent import ParentRooms
+from synapse_breakout.parent import InForce, ParentRooms, changed_meanwhile
 from synapse_breakout.placement import Placement
 from synapse_breakout.store import OperationStore
 
@@ -35,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: The notice a deadline posts in every child room.
 TIME_IS_UP = "Time is up"
+#: Where GET lists a room that no operation of this module created.
+_LAST = ("~", 0)
 
 
 class RunningBreakouts:
@@ -68,15 +69,30 @@ class RunningBreakouts:
                 "rooms": [],
             }
         children = current.content.children if current.content else ()
+        own = (
+            await self._parents.own_rooms(parent, current.content)
+            if current.content
+            else frozenset()
+        )
+        assigned = await self._store.assignments.of_op(running.op_id) if running else {}
         rooms: list[tuple[tuple[str, int], DescribedRoom]] = []
         for child in children:
-            name, joined, order = await self._child_summary(child.room_id)
+            managed = child.room_id in own
+            # A room this break-out does not own is not read: its name and
+            # size are no business of whoever listed it.
+            name, joined, order = (
+                await self._child_summary(child.room_id)
+                if managed
+                else (None, None, _LAST)
+            )
+            users = child.users or (assigned.get(child.room_id, ()) if managed else ())
             room: DescribedRoom = {
                 "room_id": child.room_id,
                 "name": name,
                 "via": list(child.via),
-                "users": list(child.users),
+                "users": list(users),
                 "joined_members": joined,
+                "managed": managed,
             }
             rooms.append((order, room))
         started_at, ends_at = current.event.origin_server_ts, None
@@ -99,7 +115,7 @@ class RunningBreakouts:
         """A child's name, joined member count and place in the order rooms
         were created (the marker of the operation that made it; rooms it does
         not mark come last); (None, None, last) if unknown here."""
-        last = ("~", 0)
+        last = _LAST
         try:
             state = await self._api.get_room_state(
                 room_id,
@@ -131,18 +147,23 @@ class RunningBreakouts:
         parent: str,
         message: str | None,
         close_rooms: bool,
+        due_op: str | None = None,
     ) -> EndAnswer:
         """End the parent's break-out, as ``DELETE`` (and the timer) does.
 
         Sends the emptied event; posts ``ended`` notices (with ``message``) in
         every own child and in the parent; withdraws the invitations to own
         children that nobody accepted; with ``close_rooms`` removes every
-        member from the children. The rooms themselves live on.
+        member from the own children. The rooms themselves live on.
+
+        Args:
+            due_op: the timer's: end only if this operation's break-out is
+                still the one running (409 otherwise).
         """
         started = time.monotonic()
         outcome = "error"
         try:
-            result = await self._end(requester, parent, message, close_rooms)
+            result = await self._end(requester, parent, message, close_rooms, due_op)
             outcome = "ok"
             return result
         finally:
@@ -150,30 +171,35 @@ class RunningBreakouts:
             OPERATION_SECONDS.labels("end").observe(time.monotonic() - started)
 
     async def _end(
-        self, requester: str, parent: str, message: str | None, close_rooms: bool
+        self,
+        requester: str,
+        parent: str,
+        message: str | None,
+        close_rooms: bool,
+        due_op: str | None,
     ) -> EndAnswer:
-        found = await self._parents.in_force(parent, [requester])
-        acting = await self._parents.actor(requester, parent, found.state)
+        seen = await self._parents.in_force(parent, [requester])
+        acting = await self._parents.actor(requester, parent, seen.state)
         async with self._parents.lock(parent, "end"):
-            ended = await self._parents.send_emptied(found.event.type, parent, acting)
+            found = await self._parents.reread(parent, [requester], seen)
             running = await self._store.get_running(parent)
-            own = [
-                child.room_id
-                for child in await self._parents.own_children(
-                    running.op_id if running else None, found.content
-                )
-            ]
+            if due_op is not None and (running is None or running.op_id != due_op):
+                raise changed_meanwhile(parent)
+            own = await self._own_in_order(parent, found)
+            ended = await self._parents.send_emptied(found.event.type, parent, acting)
             if running is not None:
                 await self._store.claim_end(parent, running.op_id)
+        inviter = running.acting_user if running is not None else None
+        entered, failed_rooms = await self._placement.enter_all(acting, own, inviter)
         sent = await self._announcer.ended(
-            acting, parent, found.event.event_id, own, message
+            acting, parent, found.event.event_id, entered, message
         )
-        failed_rooms: list[FailedRoom] = [
+        failed_rooms += [
             {"room_id": room_id, **error_json(result)}
             for room_id, result in sent.items()
             if isinstance(result, SynapseError)
         ]
-        for room_id in found.content.room_ids if close_rooms else own:
+        for room_id in entered:
             error = await self._empty_child(acting, room_id, close_rooms)
             if error is not None:
                 failed_rooms.append({"room_id": room_id, **error})
@@ -183,6 +209,11 @@ class RunningBreakouts:
             "rooms": list(found.content.room_ids),
             "failed_rooms": failed_rooms,
         }
+
+    async def _own_in_order(self, parent: str, found: InForce) -> list[str]:
+        """The break-out's own rooms, in the event's order."""
+        own = await self._parents.own_rooms(parent, found.content)
+        return [room_id for room_id in found.content.room_ids if room_id in own]
 
     async def _empty_child(
         self, acting: str, room_id: str, close_rooms: bool
@@ -201,16 +232,17 @@ class RunningBreakouts:
     async def broadcast(
         self, requester: str, parent: str, body: str
     ) -> BroadcastAnswer:
-        """Post ``body`` as a ``broadcast`` notice in every child room."""
+        """Post ``body`` as a ``broadcast`` notice in every own child room."""
         found = await self._parents.in_force(parent, [requester])
         acting = await self._parents.actor(requester, parent, found.state)
+        running = await self._store.get_running(parent)
+        inviter = running.acting_user if running is not None else None
+        own = await self._own_in_order(parent, found)
+        entered, failed = await self._placement.enter_all(acting, own, inviter)
         results = await self._announcer.to_children(
-            acting,
-            found.content.room_ids,
-            notices.broadcast(found.event.event_id, body),
+            acting, entered, notices.broadcast(found.event.event_id, body)
         )
         sent: dict[str, str] = {}
-        failed: list[FailedRoom] = []
         for room_id, result in results.items():
             if isinstance(result, SynapseError):
                 failed.append({"room_id": room_id, **error_json(result)})

@@ -126,6 +126,37 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
         )
         """,
     ),
+    (
+        # Liveness: a counter the owning process bumps every few seconds while
+        # an operation (or an end's or move's lock) is under way; recovery
+        # takes it for dead once the counter stood still for a lease.
+        "ALTER TABLE breakout_operations ADD COLUMN lease BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE breakout_parent_locks ADD COLUMN lease BIGINT NOT NULL DEFAULT 0",
+        # Starts per requester and hour (moderator_starts_per_hour).
+        """
+        CREATE INDEX IF NOT EXISTS breakout_operations_requester
+            ON breakout_operations (requester, created_ts)
+        """,
+        # Retention: finished operations by age.
+        """
+        CREATE INDEX IF NOT EXISTS breakout_operations_updated
+            ON breakout_operations (updated_ts)
+        """,
+        # Who a start assigned to which child room: the event may leave the
+        # lists out (the size rule), GET and invitations still carry them.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_assignments (
+            op_id TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            PRIMARY KEY (op_id, user_id)
+        )
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS breakout_sender_verdicts_received
+            ON breakout_sender_verdicts (received_ts)
+        """,
+    ),
 )
 
 #: The version the code expects. Append to ``_MIGRATIONS`` to migrate.

@@ -36,10 +36,12 @@ from canonicaljson import encode_canonical_json
 from synapse.module_api import NOT_SPAM, EventBase, ModuleApi, SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
+from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BreakoutConfig, UnknownSenders
 from synapse_breakout.content import is_breakout_type, is_valid_room_id
 from synapse_breakout.metrics import SENDER_VERDICTS
 from synapse_breakout.power import (
+    CREATOR_POWER_LEVEL,
     StateEvent,
     StateMap,
     required_level_to_send,
@@ -58,6 +60,9 @@ MAX_FLAGS_LIMIT = 100
 
 #: Verdicts kept in memory per process (they never change once stored).
 VERDICT_CACHE_SIZE = 10_000
+#: When a recorded verdict's event is looked for (ms after recording, then
+#: after that): accepted, it stays; rejected or still absent at the end, it goes.
+CONFIRM_AFTER_MS = (5_000, 600_000)
 
 _JUDGED_STATE = (("m.room.create", ""), ("m.room.power_levels", ""))
 
@@ -114,11 +119,17 @@ def synapse_will_persist(
     )
 
 
+def served_level(level: int) -> int | None:
+    """A power level as served: None for a room version 12 creator, whose
+    power has no number (and would exceed canonical JSON's integers)."""
+    return None if level >= CREATOR_POWER_LEVEL else level
+
+
 def annotation(verdict: SenderVerdict) -> dict[str, Any]:
     """The value of ``unsigned["org.matrix.msc3985.sender_trust"]``."""
     return {
         "trusted": verdict.trusted,
-        "power_level": verdict.power_level,
+        "power_level": served_level(verdict.power_level),
         "required_power_level": verdict.required_power_level,
         "reason": verdict.reason,
     }
@@ -130,7 +141,7 @@ def flag_json(verdict: SenderVerdict) -> dict[str, Any]:
         "event_id": verdict.event_id,
         "room_id": verdict.room_id,
         "sender": verdict.sender,
-        "power_level": verdict.power_level,
+        "power_level": served_level(verdict.power_level),
         "required_power_level": verdict.required_power_level,
         "reason": verdict.reason,
         "received_ts": verdict.received_ts,
@@ -243,6 +254,9 @@ class LruCache(Generic[_K, _V]):
     def clear(self) -> None:
         self._items.clear()
 
+    def forget(self, key: _K) -> None:
+        self._items.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -336,8 +350,12 @@ class SenderTrust:
         rows = await self._verdicts.flags(query.room_id, query.before, query.limit + 1)
         page = rows[: query.limit]
         more = len(rows) > query.limit
+        # Events Synapse rejected (or has not stored yet) are never listed.
+        accepted = await synapse_adapter.accepted_events(
+            self._api, [v.event_id for v in page]
+        )
         return HTTPStatus.OK, {
-            "flags": [flag_json(v) for v in page],
+            "flags": [flag_json(v) for v in page if v.event_id in accepted],
             "next": make_token(page[-1]) if more else None,
         }
 
@@ -387,7 +405,28 @@ class SenderTrust:
             return None
         if inserted:
             self.cache.put(verdict.event_id, verdict)
+            self._api.delayed_background_call(
+                CONFIRM_AFTER_MS[0], self._confirm, verdict.event_id, 0
+            )
         return inserted
+
+    async def _confirm(self, event_id: str, attempt: int) -> None:
+        """Keep the verdict on ``event_id`` only if Synapse accepted the event.
+
+        The hook runs before Synapse authorises an event: one it then rejects
+        (a sender who never joined) or never stores leaves no verdict behind.
+        """
+        if await synapse_adapter.accepted_events(self._api, [event_id]):
+            return
+        if await synapse_adapter.rejected_events(
+            self._api, [event_id]
+        ) or attempt + 1 >= len(CONFIRM_AFTER_MS):
+            await self._verdicts.forget(event_id)
+            self.cache.forget(event_id)
+            return
+        self._api.delayed_background_call(
+            CONFIRM_AFTER_MS[attempt + 1], self._confirm, event_id, attempt + 1
+        )
 
     async def _judge_late(self, event: EventBase) -> SenderVerdict | None:
         """Judge an event the hook never saw, against the current state.

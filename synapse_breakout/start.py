@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from synapse.module_api import EventBase, ModuleApi, StateMap
 from synapse.module_api.errors import Codes, SynapseError
@@ -29,10 +29,20 @@ from synapse_breakout.content import (
     BreakoutChild,
     BreakoutContent,
     current_breakout,
+    without_users,
 )
-from synapse_breakout.journal import CREATION_MARKER, Journal, failure
+from synapse_breakout.journal import (
+    CREATION_MARKER,
+    ROLLED_BACK_MEANWHILE,
+    Journal,
+    failure,
+    replay,
+)
+from synapse_breakout.limits import check_start_rate, users_fit
 from synapse_breakout.metrics import OPERATION_SECONDS, OPERATIONS
 from synapse_breakout.model import (
+    BREAKOUT_ACTIVE,
+    BreakoutActiveError,
     ChildSpec,
     CreatedRoom,
     JoinRule,
@@ -40,19 +50,12 @@ from synapse_breakout.model import (
     StartAnswer,
     StartRequest,
 )
-from synapse_breakout.parent import (
-    BREAKOUT_ACTIVE,
-    COPIED_STATE,
-    BreakoutActiveError,
-    ParentRooms,
-    under_way,
-)
+from synapse_breakout.parent import COPIED_STATE, ParentRooms, under_way
 from synapse_breakout.placement import Placement
 from synapse_breakout.power import (
     child_power_levels,
     joined_or_invited,
     membership,
-    required_level_to_send,
     room_version,
     user_power_level,
 )
@@ -190,13 +193,28 @@ class Starter:
         self._announcer = announcer
 
     async def start(
-        self, requester: str, parent: str, req: StartRequest
+        self, requester: str, parent: str, req: StartRequest, limited: bool = False
     ) -> StartAnswer:
-        """Start a break-out; its answer."""
+        """Start a break-out; its answer.
+
+        Args:
+            limited: the caller is a delegated moderator (no server admin):
+                ``moderator_starts_per_hour`` applies (limits.py).
+        """
         started = time.monotonic()
         outcome = "error"
         try:
-            answer = await self._start(requester, parent, req)
+            if req.txn_id is not None:
+                # A retry gets the first answer, whatever changed since.
+                earlier = await self._store.find_txn(requester, req.txn_id)
+                if earlier is not None:
+                    answer = replay(earlier, parent)
+                    outcome = "ok"
+                    return answer
+            if limited:
+                await check_start_rate(self._store, self._api, requester, self._config)
+            with self._journal.holding():
+                answer = await self._start(requester, parent, req)
             outcome = "ok"
             return answer
         except SynapseError as e:
@@ -217,8 +235,11 @@ class Starter:
         state = await self._parents.state(
             parent, None if everyone else [acting, *listed]
         )
-        self._check_acting_user(acting, state, self._config.event_type)
+        self._parents.check_acting_user(acting, state, self._config.event_type)
         plan = plan_children(req, state, acting, self._config)
+        users_in_event = users_fit(
+            plan, req.placement, self._config.event_type, self._api.server_name
+        )
 
         now = self._api.get_current_time_msec()
         op = Operation(
@@ -244,7 +265,7 @@ class Starter:
         if got is None:
             raise under_way(parent)
         if got.op_id != op.op_id:
-            return self._replay(got, parent)
+            return replay(got, parent)
 
         try:
             # Read the break-out again under the lock: it may have changed.
@@ -260,8 +281,10 @@ class Starter:
                     )
                 if current.event.type != self._config.event_type:
                     # Its emptying is sent after the commit: check it can be.
-                    self._check_acting_user(acting, state, current.event.type)
-            event, rooms = await self._create_rooms_and_send(op, req, plan, state)
+                    self._parents.check_acting_user(acting, state, current.event.type)
+            event, rooms = await self._create_rooms_and_send(
+                op, req, plan, state, users_in_event
+            )
         except SynapseError as e:
             await self._journal.roll_back(op, failure(e))
             raise
@@ -269,14 +292,19 @@ class Starter:
             logger.exception("Break-out %s on %s failed", op.op_id, parent)
             error = SynapseError(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
-                f"starting the break-out failed and was rolled back: {e}",
+                "starting the break-out failed and was rolled back; the "
+                "server's log has the cause",
                 Codes.UNKNOWN,
             )
             await self._journal.roll_back(op, failure(error))
             raise error from e
 
-        # The break-out event is in the parent: from here on nothing is undone.
+        # The break-out event is in the parent: from here on nothing is undone,
+        # unless recovery took the operation for dead and rolled it back.
         answer = await self.commit(op, event.event_id, event.origin_server_ts, rooms)
+        if answer is None:
+            await self._parents.withdraw(event, acting)
+            raise ROLLED_BACK_MEANWHILE
         old = current.event if current.in_force else None
         if old is not None and old.type != event.type:
             # The old break-out of the other type would otherwise stay in force.
@@ -305,8 +333,9 @@ class Starter:
 
     async def commit(
         self, op: Operation, event_id: str, sent_ts: int, rooms: list[CreatedRoom]
-    ) -> StartAnswer:
-        """Record that ``op``'s break-out event was sent; returns the answer."""
+    ) -> StartAnswer | None:
+        """Record that ``op``'s break-out event was sent; returns the answer,
+        or None if ``op`` is no longer pending (recovery rolled it back)."""
         duration = op.request.get("duration_seconds")
         ends_at = sent_ts + duration * 1000 if duration else None
         answer: StartAnswer = {
@@ -317,7 +346,7 @@ class Starter:
             "failed_users": [],
         }
         assert op.acting_user is not None  # every start operation has one
-        await self._store.finish(
+        committed = await self._store.finish(
             op.op_id,
             OperationState.COMMITTED,
             {"status": HTTPStatus.OK, "body": answer},
@@ -331,6 +360,9 @@ class Starter:
                 ends_at=ends_at,
             ),
         )
+        if not committed:
+            logger.warning("Break-out %s was rolled back before its commit", op.op_id)
+            return None
         logger.info(
             "Started break-out %s in %s: %d rooms",
             op.op_id,
@@ -343,38 +375,22 @@ class Starter:
         self, op: Operation, event: EventBase, content: BreakoutContent
     ) -> None:
         """The break-out event was sent before the crash: the operation stands,
-        with its deadline, and its users are placed now."""
+        with its deadline, and its users are placed now (its own rooms only)."""
+        own = await self._journal.operation_rooms(op)
+        assigned = await self._store.assignments.of_op(op.op_id)
         rooms = [
-            CreatedRoom(child.room_id, None, child.users, child.via)
+            CreatedRoom(
+                child.room_id,
+                None,
+                child.users or tuple(assigned.get(child.room_id, ())),
+                child.via,
+            )
             for child in content.children
+            if child.room_id in own
         ]
         answer = await self.commit(op, event.event_id, event.origin_server_ts, rooms)
-        await self._placed_and_announced(op, answer)
-
-    def _check_acting_user(
-        self, acting: str, state: StateMap[EventBase], event_type: str
-    ) -> None:
-        if not self._api.is_mine(acting):
-            raise SynapseError(
-                HTTPStatus.BAD_REQUEST,
-                f"acting_user {acting} is not a user of this server",
-                Codes.INVALID_PARAM,
-            )
-        if not self._parents.is_moderator(acting, state):
-            raise SynapseError(
-                HTTPStatus.FORBIDDEN,
-                f"acting_user {acting} must be joined to the room with power level "
-                f">= {self._config.power_level}",
-                Codes.FORBIDDEN,
-            )
-        needed = required_level_to_send(event_type, state)
-        if user_power_level(acting, state) < needed:
-            raise SynapseError(
-                HTTPStatus.FORBIDDEN,
-                f"acting_user {acting} may not send {event_type} in "
-                f"this room (needs power level {needed})",
-                Codes.FORBIDDEN,
-            )
+        if answer is not None:
+            await self._placed_and_announced(op, answer)
 
     async def _create_rooms_and_send(
         self,
@@ -382,6 +398,7 @@ class Starter:
         req: StartRequest,
         plan: tuple[ChildSpec, ...],
         state: StateMap[EventBase],
+        users_in_event: bool,
     ) -> tuple[EventBase, list[CreatedRoom]]:
         acting = op.acting_user
         assert acting is not None
@@ -396,6 +413,9 @@ class Starter:
         )
         for index, spec in enumerate(plan):
             config = child_config(template, parent, op.op_id, index, spec)
+            # Break-outs make up to max_child_rooms rooms at once, past
+            # Synapse's room-creation limit; moderator_starts_per_hour and
+            # the caller checks (limits.py) bound them instead.
             room_id, _ = await self._api.create_room(acting, config, ratelimit=False)
             await self._store.record_room(op.op_id, room_id)
             rooms.append(
@@ -408,25 +428,12 @@ class Starter:
                 for r in rooms
             ),
         )
+        await self._store.assignments.record(
+            op.op_id, {r.room_id: r.users for r in rooms}
+        )
+        if not users_in_event:
+            content = without_users(content)
         event = await self._parents.send_state(
             self._config.event_type, parent, acting, content.to_json()
         )
         return event, rooms
-
-    def _replay(self, earlier: Operation, parent: str) -> StartAnswer:
-        """The first answer of an operation repeated with the same txn_id."""
-        if earlier.parent_room_id != parent:
-            raise SynapseError(
-                HTTPStatus.BAD_REQUEST,
-                f"txn_id: {earlier.txn_id!r} was already used for a break-out in "
-                f"{earlier.parent_room_id}",
-                Codes.INVALID_PARAM,
-            )
-        if earlier.state == OperationState.PENDING or earlier.response is None:
-            raise BreakoutActiveError(
-                f"the operation with txn_id {earlier.txn_id!r} is still under way"
-            )
-        stored = earlier.response
-        if stored.get("status") == HTTPStatus.OK:
-            return cast(StartAnswer, stored["body"])
-        raise SynapseError(stored["status"], stored["error"], stored["errcode"])

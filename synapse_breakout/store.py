@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi
 
+from synapse_breakout.assignments import AssignmentStore
 from synapse_breakout.model import PlacementMode
 
 
@@ -62,6 +63,8 @@ class Operation:
     response: Any
     acting_user: str | None
     request: StartParams = attrs.field(factory=lambda: StartParams())
+    #: Bumped by the owning process while it runs the operation (journal.py).
+    lease: int = 0
 
 
 @attrs.frozen
@@ -92,7 +95,7 @@ class RunningBreakout:
 
 _OP_COLUMNS = (
     "op_id, kind, parent_room_id, requester, txn_id, state, instance, "
-    "process_token, created_ts, updated_ts, response, acting_user, request"
+    "process_token, created_ts, updated_ts, response, acting_user, request, lease"
 )
 _RUNNING_COLUMNS = (
     "parent_room_id, op_id, event_id, acting_user, move, started_ts, ends_at"
@@ -119,7 +122,8 @@ def _find_txn_op_txn(
 
 
 def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | None:
-    """Insert ``op`` and take its parent's lock; None if the lock is held."""
+    """Insert ``op`` and take its parent's lock; None if the lock is held. A
+    concurrent start with the same ``txn_id`` gets the earlier operation."""
     if op.txn_id is not None:
         earlier = _find_txn_op_txn(txn, op.requester, op.txn_id)
         if earlier is not None:
@@ -133,7 +137,8 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
         return None
     txn.execute(
         f"INSERT INTO breakout_operations ({_OP_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (requester, txn_id) DO NOTHING",
         (
             op.op_id,
             op.kind,
@@ -148,8 +153,13 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
             None,
             op.acting_user,
             json.dumps(op.request),
+            op.lease,
         ),
     )
+    if txn.rowcount != 1:
+        assert op.txn_id is not None  # only a txn_id can collide
+        txn.execute("DELETE FROM breakout_parent_locks WHERE op_id = ?", (op.op_id,))
+        return _find_txn_op_txn(txn, op.requester, op.txn_id)
     return op
 
 
@@ -180,17 +190,18 @@ def _finish_operation_txn(
     now: int,
     running: RunningBreakout | None,
 ) -> bool:
-    """Move a pending operation to ``state``; False if it was not pending."""
+    """Move an unfinished operation to ``state``; False if it was not where
+    that may start: only a pending operation commits (one that recovery is
+    rolling back never does)."""
+    allowed = (
+        (OperationState.PENDING.value,) * 2
+        if state == OperationState.COMMITTED
+        else UNFINISHED
+    )
     txn.execute(
         "UPDATE breakout_operations SET state = ?, response = ?, updated_ts = ?"
         " WHERE op_id = ? AND state IN (?, ?)",
-        (
-            state.value,
-            json.dumps(response),
-            now,
-            op_id,
-            *UNFINISHED,
-        ),
+        (state.value, json.dumps(response), now, op_id, *allowed),
     )
     if txn.rowcount != 1:
         return False
@@ -218,22 +229,26 @@ def _set_response_txn(
 
 
 def _unfinished_txn(txn: LoggingTransaction) -> list[Operation]:
-    """Unfinished operations; ``updated_ts`` is their last sign of progress,
-    the newest of their own row and of the rooms they recorded."""
+    """Unfinished operations, oldest first."""
     txn.execute(
-        f"SELECT {_OP_COLUMNS}, (SELECT MAX(r.created_ts) FROM breakout_op_rooms r"
-        " WHERE r.op_id = breakout_operations.op_id)"
-        " FROM breakout_operations WHERE state IN (?, ?) ORDER BY created_ts",
+        f"SELECT {_OP_COLUMNS} FROM breakout_operations"
+        " WHERE state IN (?, ?) ORDER BY created_ts",
         UNFINISHED,
     )
-    operations = []
-    for row in txn:
-        op = _operation(row[:-1])
-        last_room = row[-1]
-        if last_room is not None and last_room > op.updated_ts:
-            op = attrs.evolve(op, updated_ts=last_room)
-        operations.append(op)
-    return operations
+    return [_operation(row) for row in txn]
+
+
+def _starts_since_txn(
+    txn: LoggingTransaction, requester: str, since: int
+) -> tuple[int, int | None]:
+    """How many starts ``requester`` journalled since ``since``, the oldest's time."""
+    txn.execute(
+        "SELECT COUNT(*), MIN(created_ts) FROM breakout_operations"
+        " WHERE requester = ? AND kind = 'start' AND created_ts > ?",
+        (requester, since),
+    )
+    row = txn.fetchone()
+    return (int(row[0]), row[1]) if row else (0, None)
 
 
 def _get_running_txn(txn: LoggingTransaction, parent: str) -> RunningBreakout | None:
@@ -275,9 +290,10 @@ def _set_running_event_txn(txn: LoggingTransaction, parent: str, event_id: str) 
 
 
 def _orphan_locks_txn(txn: LoggingTransaction) -> list[tuple[str, str, int]]:
-    """Locks no unfinished journalled operation holds: end's and reassign's."""
+    """Locks no unfinished journalled operation holds: end's and reassign's,
+    with their lease counters."""
     txn.execute(
-        "SELECT l.parent_room_id, l.op_id, l.locked_ts FROM breakout_parent_locks l"
+        "SELECT l.parent_room_id, l.op_id, l.lease FROM breakout_parent_locks l"
         " WHERE NOT EXISTS (SELECT 1 FROM breakout_operations o"
         " WHERE o.op_id = l.op_id AND o.state IN (?, ?))",
         UNFINISHED,
@@ -306,6 +322,7 @@ class OperationStore:
 
     def __init__(self, api: ModuleApi):
         self._api = api
+        self.assignments = AssignmentStore(api)
 
     async def begin(self, op: Operation) -> Operation | None:
         """Journal ``op`` and lock its parent.
@@ -317,6 +334,18 @@ class OperationStore:
         """
         return await self._api.run_db_interaction(
             "breakout_begin_operation", _begin_operation_txn, op
+        )
+
+    async def find_txn(self, requester: str, txn_id: str) -> Operation | None:
+        """The operation ``requester`` journalled with ``txn_id``, if any."""
+        return await self._api.run_db_interaction(
+            "breakout_find_txn", _find_txn_op_txn, requester, txn_id
+        )
+
+    async def starts_since(self, requester: str, since: int) -> tuple[int, int | None]:
+        """(how many starts ``requester`` made after ``since``, the oldest's time)."""
+        return await self._api.run_db_interaction(
+            "breakout_starts_since", _starts_since_txn, requester, since
         )
 
     async def record_room(self, op_id: str, room_id: str) -> None:
@@ -397,7 +426,7 @@ class OperationStore:
         )
 
     async def orphan_locks(self) -> list[tuple[str, str, int]]:
-        """(parent, lock id, locked at) of locks held by no journalled operation."""
+        """(parent, lock id, lease) of locks held by no journalled operation."""
         return await self._api.run_db_interaction(
             "breakout_orphan_locks", _orphan_locks_txn
         )

@@ -264,28 +264,6 @@ def _created_rooms_txn(
     return [row[0] for row in txn]
 
 
-def _empty_rooms_txn(txn: LoggingTransaction, creator: str) -> list[str]:
-    txn.execute(
-        "SELECT room_id FROM rooms r WHERE creator = ? AND NOT EXISTS"
-        " (SELECT 1 FROM events e WHERE e.room_id = r.room_id)",
-        (creator,),
-    )
-    return [row[0] for row in txn]
-
-
-async def empty_rooms_created_by(api: ModuleApi, creator: str) -> list[str]:
-    """Rooms registered for ``creator`` that hold no event at all.
-
-    Why internal: Synapse registers a new room (its ``rooms`` row) just before
-    it stores the room's create event; a crash in between leaves a shell with
-    no event, which only Synapse's ``rooms`` table shows. No module API lists
-    rooms by creator.
-    """
-    return await api.run_db_interaction(
-        "breakout_empty_rooms_created_by", _empty_rooms_txn, creator
-    )
-
-
 async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[str]:
     """Rooms whose create event ``sender`` sent at or after ``since_ts`` (ms).
 
@@ -297,6 +275,46 @@ async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[s
     """
     return await api.run_db_interaction(
         "breakout_rooms_created_by", _created_rooms_txn, sender, since_ts
+    )
+
+
+def _accepted_events_txn(
+    txn: LoggingTransaction, event_ids: list[str], rejected: bool
+) -> set[str]:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "e.event_id", event_ids)
+    test = "EXISTS" if rejected else "NOT EXISTS"
+    txn.execute(
+        f"SELECT e.event_id FROM events e WHERE {clause} AND {test}"
+        " (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)",
+        args,
+    )
+    return {row[0] for row in txn}
+
+
+async def accepted_events(api: ModuleApi, event_ids: Iterable[str]) -> set[str]:
+    """The events among ``event_ids`` that Synapse stored and did not reject.
+
+    Why internal: the spam-checker hook runs before Synapse authorises an
+    event, and the module API has no callback for an event's outcome nor a
+    way to ask whether an event was rejected (``rejections`` table). One
+    query for all of them.
+    """
+    wanted = sorted(set(event_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_accepted_events", _accepted_events_txn, wanted, False
+    )
+
+
+async def rejected_events(api: ModuleApi, event_ids: Iterable[str]) -> set[str]:
+    """The events among ``event_ids`` that Synapse stored as rejected (as
+    ``accepted_events``, whose reasons apply)."""
+    wanted = sorted(set(event_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_rejected_events", _accepted_events_txn, wanted, True
     )
 
 

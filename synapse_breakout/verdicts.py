@@ -91,6 +91,10 @@ def _flags_txn(
     return [_verdict(row) for row in txn]
 
 
+def _forget_txn(txn: LoggingTransaction, event_id: str) -> None:
+    txn.execute("DELETE FROM breakout_sender_verdicts WHERE event_id = ?", (event_id,))
+
+
 class VerdictStore:
     """The verdicts of the spam-checker hook, one row per break-out event."""
 
@@ -101,6 +105,12 @@ class VerdictStore:
         """Store ``verdict``; the first verdict on an event stays (False then)."""
         return await self._api.run_db_interaction(
             "breakout_record_sender_verdict", _record_verdict_txn, verdict
+        )
+
+    async def forget(self, event_id: str) -> None:
+        """Delete the verdict on an event Synapse did not accept."""
+        await self._api.run_db_interaction(
+            "breakout_forget_sender_verdict", _forget_txn, event_id
         )
 
     async def get(self, event_id: str) -> SenderVerdict | None:

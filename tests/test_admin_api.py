@@ -321,7 +321,7 @@ class AdminApiTestCase(ParentRoomTestCase):
             },
         )
 
-    def test_get_lists_hand_made_breakouts_with_member_counts(self) -> None:
+    def test_get_lists_hand_made_breakouts_unmanaged_and_unread(self) -> None:
         child = self.helper.create_room_as(
             self.mod, tok=self.mod_tok, extra_content={"name": "Mine"}
         )
@@ -344,17 +344,20 @@ class AdminApiTestCase(ParentRoomTestCase):
         self.assertEqual(got["sender"], self.mod)
         self.assertIsNone(got["ends_at"])
         rooms = {r["room_id"]: r for r in got["rooms"]}
+        # Not the break-out's own room: listed, never read (its name and size
+        # are no business of whoever listed it).
         self.assertEqual(
             rooms[child],
             {
                 "room_id": child,
-                "name": "Mine",
+                "name": None,
                 "via": ["test"],
                 "users": [self.users[0]],
-                "joined_members": 2,
+                "joined_members": None,
+                "managed": False,
             },
         )
-        self.assertEqual(rooms[remote]["joined_members"], None)
+        self.assertEqual(rooms[remote]["managed"], False)
 
     def test_delete_posts_message_and_closes_rooms(self) -> None:
         result = self.start(

@@ -39,6 +39,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "event_type": "org.matrix.msc3985.breakout",
     "notices": True,
     "warn_before_end_seconds": (300, 60),
+    "retention_days": 90,
+    "moderator_starts_per_hour": 10,
     "console": ConsoleConfig(enabled=True),
 }
 

@@ -146,3 +146,42 @@ class RejectedEventTestCase(FaultTestBase):
     def test_rejected_breakout_event_rolls_everything_back(self) -> None:
         body = self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
         self.assertIn("not allowed", body["error"])
+
+
+class ForeignLocksTestCase(FaultTestBase):
+    @override_config(faults(reject_breakout=True))
+    def test_an_ordinary_roll_back_keeps_other_workers_room_locks(self) -> None:
+        """Only a crashed operation's rooms lose other processes' locks."""
+        store = find_module(self.hs).operation_store
+        record_room = store.record_room
+        locked: list[str] = []
+
+        def lock_txn(txn: LoggingTransaction, room_id: str) -> None:
+            txn.execute(
+                "INSERT INTO worker_read_write_locks (lock_name, lock_key,"
+                " write_lock, instance_name, token, last_renewed_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                ("test_other", room_id, False, "worker1", "t", self.clock.time_msec()),
+            )
+
+        async def record_and_lock(op_id: str, room_id: str) -> None:
+            await record_room(op_id, room_id)
+            await self.module_api.run_db_interaction("test_lock", lock_txn, room_id)
+            locked.append(room_id)
+
+        store.record_room = record_and_lock  # type: ignore[method-assign]
+        self.start({"rooms": [{"name": "A"}]}, expect=HTTPStatus.FORBIDDEN)
+
+        def count_txn(txn: LoggingTransaction) -> int:
+            txn.execute(
+                "SELECT COUNT(*) FROM worker_read_write_locks WHERE lock_name = ?",
+                ("test_other",),
+            )
+            row = txn.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        self.assertEqual(len(locked), 1)
+        self.assertEqual(
+            self.get_success(self.module_api.run_db_interaction("t", count_txn)), 1
+        )

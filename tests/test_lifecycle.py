@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+from typing import Any
+
 import attrs
 from harness import (
     UNSTABLE,
@@ -10,14 +13,18 @@ from harness import (
     journal_crashed_start,
     module_config,
 )
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.events import EventBase
 from synapse.server import HomeServer
+from synapse.storage.database import LoggingTransaction
 from synapse.util.clock import Clock
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.journal import CREATION_MARKER, STALE_AFTER_MS
+from synapse_breakout.journal import CREATION_MARKER, LEASE_MS
 from synapse_breakout.running import TIME_IS_UP
 from synapse_breakout.store import Operation, OperationState
+from synapse_breakout.verdicts import SenderVerdict, VerdictStore
 
 
 class TimerTestCase(ParentRoomTestCase):
@@ -241,20 +248,151 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         )
 
 
-class ProgressTestCase(RecoveryTestCase):
-    def test_recorded_rooms_count_as_progress_for_other_workers(self) -> None:
-        op, _ = self.crashed_operation(rooms=1, journalled=0)
-        self.journal.process_token = "a-previous-process"  # alive: recovery leaves it
-        store = self.module.operation_store
-        (before,) = self.get_success(store.unfinished())
-        self.reactor.advance(100)
-        room_id, _ = self.get_success(self.module_api.create_room(self.host, {}))
-        self.get_success(store.record_room(op.op_id, room_id))
-        (after,) = self.get_success(store.unfinished())
-        self.assertEqual(after.updated_ts - before.updated_ts, 100_000)
-        # Another worker's operation that moved 100 s ago is not stale yet...
-        other = attrs.evolve(after, instance="worker1", process_token="t")
+class LeaseTestCase(RecoveryTestCase):
+    def test_another_workers_operation_is_dead_once_its_lease_stood_still(
+        self,
+    ) -> None:
+        op, _ = self.crashed_operation(rooms=1, journalled=1)
+        other = attrs.evolve(op, instance="worker1", process_token="t")
         now = self.clock.time_msec()
-        self.assertFalse(self.module.journal.abandoned(other, now))
-        # ...and is, once it has not moved for longer than the threshold.
-        self.assertTrue(self.module.journal.abandoned(other, now + STALE_AFTER_MS + 1))
+        abandoned = self.module.journal.abandoned
+        # First seen: alive; and while its counter stands still for less
+        # than a lease, by this process's own clock.
+        self.assertFalse(abandoned(other, now))
+        self.assertFalse(abandoned(other, now + LEASE_MS - 1))
+        # Renewed: alive again, whatever the time...
+        renewed = attrs.evolve(other, lease=other.lease + 1)
+        self.assertFalse(abandoned(renewed, now + LEASE_MS + 1))
+        # ...until it stands still for a lease.
+        self.assertTrue(abandoned(renewed, now + 2 * LEASE_MS + 1))
+
+    def test_this_process_renews_what_it_holds(self) -> None:
+        self.crashed_operation(rooms=1, journalled=1)
+        store = self.module.operation_store
+        journal = self.module.journal
+        journal.process_token = "a-previous-process"  # the row is this process's
+        with journal.holding():
+            for _ in range(3):
+                self.reactor.advance(5)
+        (row,) = self.get_success(store.unfinished())
+        self.assertGreaterEqual(row.lease, 2)
+        self.reactor.advance(11)  # nothing held: no renewal
+        (again,) = self.get_success(store.unfinished())
+        self.assertEqual(again.lease, row.lease)
+
+
+class CommitAfterRollbackTestCase(RecoveryTestCase):
+    def test_a_start_taken_for_dead_never_commits(self) -> None:
+        """The parent send of a start on worker W outlives W's lease; the
+        main process rolls it back; W's send then lands: W must not commit."""
+        parents = self.module.operations.parents
+        original = parents.send_state
+        store = self.module.operation_store
+        journal = self.journal
+
+        def pose_as_a_silent_worker(txn: LoggingTransaction) -> None:
+            txn.execute(
+                "UPDATE breakout_operations SET instance = 'worker1'"
+                " WHERE state = 'pending'"
+            )
+
+        async def slow_send(
+            event_type: str, parent: str, sender: str, content: dict[str, Any]
+        ) -> EventBase:
+            if content.get(event_type):
+                parents.send_state = original  # type: ignore[method-assign]
+                await self.module_api.run_db_interaction(
+                    "test_pose", pose_as_a_silent_worker
+                )
+                (op,) = await store.unfinished()
+                # Seen a lease ago by the main process, unchanged since.
+                journal.abandoned(op, self.clock.time_msec() - LEASE_MS)
+                await self.module.lifecycle.recover()
+            return await original(event_type, parent, sender, content)
+
+        parents.send_state = slow_send  # type: ignore[method-assign]
+        before = self.local_room_count()
+        body = self.start(
+            {"rooms": [{"name": "A"}, {"name": "B"}]},
+            expect=HTTPStatus.INTERNAL_SERVER_ERROR,
+        )
+        self.assertIn("rolled back", body["error"])
+        self.recover_until_done()
+        # The event that listed the purged rooms was withdrawn...
+        self.assertEqual(self.state(self.parent, UNSTABLE), {UNSTABLE: {}})
+        self.assertFalse(self.call("GET", self.room_path())["active"])
+        # ...and no room of it is left.
+        self.assertEqual(self.local_room_count(), before)
+        self.assertIsNone(self.get_success(store.get_running(self.parent)))
+
+
+class ProvenRoomsTestCase(RecoveryTestCase):
+    def test_an_empty_room_of_the_acting_user_is_not_purged(self) -> None:
+        _, made = self.crashed_operation(rooms=1, journalled=1)
+        # Another room of the same user, registered and not yet filled (a bot
+        # creating a room at that moment): no proof it is the operation's.
+        shell = "!shell:test"
+        self.get_success(
+            self.hs.get_datastores().main.store_room(
+                room_id=shell,
+                room_creator_user_id=self.host,
+                is_public=False,
+                room_version=KNOWN_ROOM_VERSIONS["10"],
+            )
+        )
+        self.recover_until_done()
+        self.assertFalse(self.room_exists(made[0]))
+        self.assertTrue(self.room_exists(shell))
+
+    def test_an_edit_after_the_crash_still_rolls_forward(self) -> None:
+        op, made = self.crashed_operation(rooms=2, journalled=2)
+        content = {UNSTABLE: {r: {"via": ["test"]} for r in made}}
+        self.helper.send_state(self.parent, UNSTABLE, content, tok=self.host_tok)
+        # A moderator edits the break-out before recovery runs.
+        extra = self.helper.create_room_as(self.mod, tok=self.mod_tok)
+        assert extra is not None
+        content[UNSTABLE][extra] = {"via": ["test"]}
+        self.helper.send_state(self.parent, UNSTABLE, content, tok=self.mod_tok)
+        self.recover_until_done()
+        for room_id in [*made, extra]:
+            self.assertTrue(self.room_exists(room_id), room_id)
+        running = self.get_success(self.module.operation_store.get_running(self.parent))
+        assert running is not None
+        self.assertEqual(running.op_id, op.op_id)
+        rooms = {
+            r["room_id"]: r["managed"]
+            for r in self.call("GET", self.room_path())["rooms"]
+        }
+        self.assertEqual(rooms, {made[0]: True, made[1]: True, extra: False})
+
+
+class RetentionTestCase(ParentRoomTestCase):
+    @override_config(module_config(retention_days=1))
+    def test_old_finished_operations_and_flags_are_deleted(self) -> None:
+        module = find_module(self.hs)
+        store = module.operation_store
+        other = self.make_parent()
+        self.call(
+            "POST",
+            self.room_path(other),
+            {"acting_user": self.host, "rooms": [{"name": "A"}], "txn_id": "old"},
+        )
+        self.call("DELETE", self.room_path(other))
+        running = self.start({"rooms": [{"name": "B"}], "txn_id": "running"})
+        verdicts = VerdictStore(self.module_api)
+        now = self.clock.time_msec()
+        self.get_success(
+            verdicts.record(
+                SenderVerdict("$old", self.parent, self.mod, False, 0, 50, None, now)
+            )
+        )
+        # The daily clean-up runs by itself; nothing is left for another run.
+        self.reactor.advance(2 * 24 * 3600)
+        self.assertEqual(self.get_success(module.upkeep.prune()), (0, 0))
+        self.assertIsNone(self.get_success(store.find_txn(self.admin, "old")))
+        self.assertIsNone(self.get_success(verdicts.get("$old")))
+        # A running break-out's start stays: it says which rooms it owns.
+        kept = self.get_success(store.find_txn(self.admin, "running"))
+        assert kept is not None
+        own = self.get_success(store.rooms_of(kept.op_id))
+        self.assertEqual(own, [running["rooms"][0]["room_id"]])

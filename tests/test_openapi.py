@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 from harness import (
     ACTIVE,
@@ -274,6 +275,46 @@ def start_missing(t: OpenApiTestCase) -> FakeChannel:
 @recipe("POST", ROOM, 400, "M_INVALID_PARAM")
 def start_invalid(t: OpenApiTestCase) -> FakeChannel:
     return t.request("POST", t.fill(ROOM), {"acting_user": t.host, "rooms": []})
+
+
+@recipe("POST", ROOM, 400, "M_TOO_LARGE")
+def start_too_large(t: OpenApiTestCase) -> FakeChannel:
+    """More users than a suggest event can list (members or not: checked off)."""
+    starter = find_module(t.hs).operations.starter
+    config = starter._config
+    starter._config = attrs.evolve(config, users_must_be_members=False)
+    many = [f"@{'x' * 200}{i:03d}:test" for i in range(300)]
+    try:
+        return t.request(
+            "POST",
+            t.fill(ROOM),
+            {
+                "acting_user": t.host,
+                "move": "suggest",
+                "rooms": [{"name": "A", "users": many}],
+            },
+        )
+    finally:
+        starter._config = config
+
+
+@recipe("POST", ROOM, 429, "M_LIMIT_EXCEEDED")
+def start_over_the_moderator_limit(t: OpenApiTestCase) -> FakeChannel:
+    """A delegated moderator with no starts left this hour."""
+    module = find_module(t.hs)
+    resource = t.hs._module_web_resources[BASE]
+    starter = module.operations.starter
+    saved = (resource._config, starter._config)
+    resource._config = attrs.evolve(
+        saved[0], admin_api=attrs.evolve(saved[0].admin_api, allow_room_moderators=True)
+    )
+    starter._config = attrs.evolve(saved[1], moderator_starts_per_hour=0)
+    try:
+        return t.request(
+            "POST", t.fill(ROOM), {"rooms": [{"name": "A"}]}, tok=t.mod_tok
+        )
+    finally:
+        resource._config, starter._config = saved
 
 
 @recipe("POST", ROOM, 404, "M_NOT_FOUND")

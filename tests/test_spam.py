@@ -31,7 +31,6 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout.metrics import SENDER_VERDICTS
-from synapse_breakout.power import CREATOR_POWER_LEVEL
 from synapse_breakout.spam import (
     SENDER_TRUST_KEY,
     LruCache,
@@ -243,7 +242,9 @@ class TrustTestCase(BreakoutTestCase):
             expect_code=expect,
         )
 
-    def expected(self, level: int, trusted: bool, reason: str | None) -> dict[str, Any]:
+    def expected(
+        self, level: int | None, trusted: bool, reason: str | None
+    ) -> dict[str, Any]:
         return {
             "trusted": trusted,
             "power_level": level,
@@ -334,7 +335,7 @@ class AnnotateTestCase(TrustTestCase):
 
     def test_creator_is_trusted(self) -> None:
         event_id = self.send(self.owner)["event_id"]
-        level = CREATOR_POWER_LEVEL if self.room_version == "12" else 100
+        level = None if self.room_version == "12" else 100
         self.assert_served(event_id, self.expected(level, True, None))
 
     def test_server_admin_is_trusted(self) -> None:
@@ -377,7 +378,7 @@ class AnnotateTestCase(TrustTestCase):
         )
         event_id = state[(self.event_type, "")].event_id
         self.assertIsNone(self.get_success(self.verdicts.get(event_id)))
-        level = CREATOR_POWER_LEVEL if self.room_version == "12" else 100
+        level = None if self.room_version == "12" else 100
         self.assert_served(event_id, self.expected(level, True, None), room_id)
         self.assertIsNotNone(self.get_success(self.verdicts.get(event_id)))
 
@@ -488,13 +489,22 @@ class FlagsTestCase(TrustTestCase):
         # Verdicts from several processes may share a timestamp: the event ID
         # breaks the tie.
         now = self.clock.time_msec() + 1000
-        same = [f"$same{n:02d}" for n in range(9)]
-        for event_id in [*same, "$trusted"]:
+        # Real events: /flags lists only events Synapse accepted.
+        same = [
+            self.helper.send(self.parent, f"m{n}", tok=self.toks[self.member])[
+                "event_id"
+            ]
+            for n in range(9)
+        ]
+        trusted = self.helper.send(self.parent, "t", tok=self.toks[self.member])[
+            "event_id"
+        ]
+        for event_id in [*same, trusted]:
             verdict = SenderVerdict(
                 event_id,
                 self.parent,
                 self.member,
-                event_id == "$trusted",
+                event_id == trusted,
                 0,
                 50,
                 "low_power_level",

@@ -23,7 +23,6 @@ from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout.metrics import SENDER_VERDICTS
-from synapse_breakout.power import CREATOR_POWER_LEVEL
 from synapse_breakout.spam import SENDER_TRUST_KEY
 from synapse_breakout.verdicts import VerdictStore
 from tests import unittest
@@ -214,6 +213,15 @@ class FederatedSenderTestCase(BreakoutTestCase, unittest.FederatingHomeserverTes
             (event_id, self.parent, self.stranger, "low_power_level"),
         )
 
+    def test_a_rejected_event_is_neither_recorded_nor_listed(self) -> None:
+        # Its sender never joined: Synapse's auth rules reject the event.
+        never = f"@never:{self.OTHER_SERVER_NAME}"
+        event_id = self.send_remote(never, self.content())
+        self.assertNotEqual(self.current_breakout_id(), event_id)
+        self.assertEqual(self.flags(), [])
+        self.reactor.advance(6)
+        self.assertIsNone(self.get_success(self.verdicts.get(event_id)))
+
     def test_remote_moderator_is_trusted(self) -> None:
         levels = self.helper.get_state(self.parent, "m.room.power_levels", tok=self.tok)
         levels["users"][self.stranger] = 50
@@ -337,7 +345,7 @@ class JoinRemoteRoomTestCase(BreakoutTestCase, unittest.FederatingHomeserverTest
                 for e in json.loads(channel.text_body)
                 if e["event_id"] == event.event_id
             ]
-            level = CREATOR_POWER_LEVEL if self.room_version == "12" else 100
+            level = None if self.room_version == "12" else 100
             self.assertEqual(
                 served["unsigned"][SENDER_TRUST_KEY],
                 {

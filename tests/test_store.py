@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from harness import BreakoutTestCase, module_config
@@ -13,6 +15,7 @@ from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout.schema import SCHEMA_VERSION, BreakoutStore, SchemaTooNewError
+from synapse_breakout.store import Operation, OperationState, _begin_operation_txn
 from tests import unittest
 
 TABLES = (
@@ -21,6 +24,7 @@ TABLES = (
     "breakout_op_rooms",
     "breakout_active",
     "breakout_sender_verdicts",
+    "breakout_assignments",
 )
 
 
@@ -101,3 +105,73 @@ class EngineTestCase(BreakoutTestCase):
         self.assertEqual(
             isinstance(engine, PostgresEngine), bool(os.environ.get("SYNAPSE_POSTGRES"))
         )
+
+
+class ConcurrentTxnIdTestCase(BreakoutTestCase):
+    """Two starts with one ``txn_id`` for two parents, at the same moment, on
+    PostgreSQL: two real connections (Synapse's harness runs its own
+    transactions one at a time, so it cannot show this)."""
+
+    def op(self, parent: str) -> Operation:
+        now = self.clock.time_msec()
+        return Operation(
+            op_id=f"{now}-{parent}",
+            kind="start",
+            parent_room_id=parent,
+            requester="@mod:test",
+            txn_id="same",
+            state=OperationState.PENDING,
+            instance="master",
+            process_token="t",
+            created_ts=now,
+            updated_ts=now,
+            response=None,
+            acting_user="@mod:test",
+        )
+
+    def test_the_second_gets_the_first_not_an_integrity_error(self) -> None:
+        engine = self.hs.get_datastores().main.database_engine
+        if not isinstance(engine, PostgresEngine):
+            self.skipTest("PostgreSQL only: SQLite has one writer at a time")
+        self.get_success(self.store.create_schema())
+        args = {
+            k: v
+            for k, v in self.hs.config.database.databases[0].config["args"].items()
+            if not k.startswith("cp_")  # the pool's own options
+        }
+        connections = [engine.module.connect(**args) for _ in range(2)]
+        for conn in connections:
+            conn.set_session(isolation_level="REPEATABLE READ")
+
+        def begin(conn: Any, op: Operation) -> Operation | None:
+            # As Synapse's runInteraction does: retry on serialisation failures.
+            for _ in range(5):
+                txn = LoggingTransaction(
+                    txn=conn.cursor(),
+                    name="test_begin",
+                    server_name="test",
+                    database_engine=engine,
+                )
+                try:
+                    result = _begin_operation_txn(txn, op)
+                    conn.commit()
+                    return result
+                except engine.module.OperationalError:
+                    conn.rollback()
+            raise AssertionError("no answer after 5 tries")
+
+        first, second = self.op("!a:test"), self.op("!b:test")
+        a_txn = LoggingTransaction(
+            txn=connections[0].cursor(),
+            name="test_begin",
+            server_name="test",
+            database_engine=engine,
+        )
+        self.assertEqual(_begin_operation_txn(a_txn, first), first)
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(begin, connections[1], second)
+            time.sleep(0.5)  # the second waits on the first's txn_id
+            connections[0].commit()
+            self.assertEqual(later.result(timeout=30), first)
+        for conn in connections:
+            conn.close()
