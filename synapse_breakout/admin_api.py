@@ -33,6 +33,7 @@ from synapse_breakout.model import (
 )
 from synapse_breakout.parent import ParentRooms
 from synapse_breakout.placement import Placement
+from synapse_breakout.progress import Progress
 from synapse_breakout.running import RunningBreakouts
 from synapse_breakout.start import Starter
 
@@ -56,6 +57,7 @@ class Operations:
     starter: Starter
     running: RunningBreakouts
     placement: Placement
+    progress: Progress
 
 
 def bad(field: str, message: str, errcode: str = Codes.INVALID_PARAM) -> SynapseError:
@@ -179,6 +181,7 @@ def parse_start_request(
             "duration_seconds",
             "replace",
             "txn_id",
+            "wait",
         ),
     )
     limit = config.max_child_rooms
@@ -220,13 +223,19 @@ def parse_start_request(
                 "auto_assign",
                 'must be an object {"rooms": N, "users": "joined" or [...]}',
             )
-        check_keys(auto, ("rooms", "users"), "auto_assign.")
+        check_keys(auto, ("rooms", "room_size", "users"), "auto_assign.")
         auto_rooms = get_int(auto, "rooms", 1, limit, "auto_assign.")
-        if auto_rooms is None:
-            raise bad("auto_assign.rooms", "is required", Codes.MISSING_PARAM)
+        size = get_int(auto, "room_size", 1, config.max_users_per_room, "auto_assign.")
+        if (auto_rooms is None) == (size is None):
+            raise bad(
+                "auto_assign.rooms",
+                "give either auto_assign.rooms or auto_assign.room_size",
+                Codes.MISSING_PARAM,
+            )
         raw_users = auto.get("users", "joined")
         auto_assign = AutoAssign(
             rooms=auto_rooms,
+            room_size=size,
             users=None
             if raw_users == "joined"
             else get_user_list(raw_users, "auto_assign.users"),
@@ -243,6 +252,7 @@ def parse_start_request(
         duration_seconds=get_int(body, "duration_seconds", 1, MAX_DURATION_SECONDS),
         replace=get_bool(body, "replace", False),
         txn_id=get_str(body, "txn_id"),
+        wait=get_bool(body, "wait", True),
     )
 
 
@@ -300,6 +310,13 @@ class BreakoutAdminResource(DirectServeJsonResource):
                     HTTPStatus.FORBIDDEN, "server admins only", Codes.FORBIDDEN
                 )
             return await self._flags(request)
+        if len(segments) == 2 and segments[0] == "operations":
+            if method != "GET":
+                raise self._unsupported(method)
+            caller = await self._authenticate(request)
+            return HTTPStatus.OK, await self._ops.progress.view.operation(
+                segments[1], caller.user_id, caller.is_admin
+            )
         if len(segments) in (2, 3) and segments[0] == "rooms":
             action = segments[2] if len(segments) == 3 else ""
             handler = routes.get((method, action))
@@ -382,6 +399,9 @@ class BreakoutAdminResource(DirectServeJsonResource):
     ) -> tuple[int, Any]:
         req = parse_start_request(read_json_body(request), self._config)
         await self._acting_user_allowed(caller, parent, req)
+        if not req.wait:
+            op_id = await self._ops.progress.start_in_background(caller, parent, req)
+            return HTTPStatus.ACCEPTED, {"operation_id": op_id}
         return HTTPStatus.OK, await self._ops.starter.start(caller, parent, req)
 
     async def _end(

@@ -23,6 +23,7 @@ from synapse_breakout.journal import Journal
 from synapse_breakout.lifecycle import Lifecycle
 from synapse_breakout.parent import ParentRooms
 from synapse_breakout.placement import Placement
+from synapse_breakout.progress import Progress
 from synapse_breakout.rules import BreakoutRules
 from synapse_breakout.running import RunningBreakouts
 from synapse_breakout.schema import BreakoutStore
@@ -53,7 +54,9 @@ class BreakoutModule:
         placement = Placement(config, api, store, parents)
         starter = Starter(config, api, store, self.journal, parents, placement)
         running = RunningBreakouts(api, store, parents, placement)
-        self.operations = Operations(parents, starter, running, placement)
+        self.operations = Operations(
+            parents, starter, running, placement, Progress(api, store, starter)
+        )
         self.lifecycle = Lifecycle(
             config, api, store, self.journal, starter, running, placement
         )

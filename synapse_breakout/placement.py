@@ -8,7 +8,6 @@ rest go on (docs/admin_api.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from http import HTTPStatus
 
 import attrs
@@ -20,10 +19,8 @@ from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import BREAKOUT_STATE, BreakoutContent, current_breakout
 from synapse_breakout.metrics import OPERATIONS
 from synapse_breakout.model import (
-    ChildRoomJson,
     ErrorJson,
     FailedRoom,
-    FailedUser,
     JoinRule,
     PlacementMode,
     ReassignAnswer,
@@ -31,6 +28,7 @@ from synapse_breakout.model import (
     error_json,
 )
 from synapse_breakout.parent import ParentRooms
+from synapse_breakout.placing import Placer
 from synapse_breakout.power import (
     effective_join_rule,
     joined_or_invited,
@@ -56,40 +54,14 @@ class Placement:
         self._api = api
         self._store = store
         self._parents = parents
+        self.placer = Placer(api, store, self.place)
 
     # --- into a child -------------------------------------------------------------
 
     async def place_listed(self, op: Operation, answer: StartAnswer) -> StartAnswer:
-        """Invite or join a committed start's listed users (best effort); stores
-        the final answer."""
-        mode = PlacementMode(op.request.get("move", PlacementMode.INVITE))
-        if mode is PlacementMode.SUGGEST or op.acting_user is None:
-            return answer
-        answer["failed_users"] = await self._place_all(
-            op.acting_user,
-            answer["rooms"],
-            mode,
-            op.request.get("join_rule", JoinRule.RESTRICTED),
-        )
-        await self._store.set_response(
-            op.op_id, {"status": HTTPStatus.OK, "body": answer}
-        )
-        return answer
-
-    async def _place_all(
-        self,
-        acting: str,
-        rooms: Iterable[ChildRoomJson],
-        mode: PlacementMode,
-        join_rule: str,
-    ) -> list[FailedUser]:
-        failed: list[FailedUser] = []
-        for room in rooms:
-            for user in room["users"]:
-                error = await self.place(acting, user, room["room_id"], mode, join_rule)
-                if error is not None:
-                    failed.append({"user_id": user, **error})
-        return failed
+        """Invite or join a committed start's planned users (best effort,
+        concurrently, journalled: placing.py); stores the final answer."""
+        return await self.placer.place_start(op, answer)
 
     async def place(
         self,
@@ -98,11 +70,13 @@ class Placement:
         room_id: str,
         mode: PlacementMode,
         join_rule: str,
+        invited: bool = False,
     ) -> ErrorJson | None:
-        """Invite or join one user; the error if it failed."""
+        """Invite or join one user (``invited``: already invited); the error
+        if it failed."""
         try:
             if mode is PlacementMode.JOIN and self._api.is_mine(user):
-                if join_rule == JoinRule.INVITE:
+                if join_rule == JoinRule.INVITE and not invited:
                     await synapse_adapter.update_membership(
                         self._api, acting, user, room_id, "invite"
                     )
@@ -228,6 +202,9 @@ class Placement:
                 },
             )
             await self._store.set_running_event(parent, event.event_id)
+            running = await self._store.get_running(parent)
+            if running is not None:  # GET serves the assignment from the journal
+                await self.placer.assignment.move_user(running.op_id, user_id, to)
         errors: list[FailedRoom] = []
         for room_id in previous:
             if room_id == to:

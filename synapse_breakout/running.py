@@ -26,6 +26,7 @@ from synapse_breakout.model import (
 )
 from synapse_breakout.parent import ParentRooms
 from synapse_breakout.placement import Placement
+from synapse_breakout.progress import OperationView
 from synapse_breakout.store import OperationStore
 
 logger = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ class RunningBreakouts:
         self._store = store
         self._parents = parents
         self._placement = placement
+        self._operations = OperationView(api, store)
 
     async def describe(self, parent: str) -> DescribeAnswer:
         """The ``GET /rooms/{parentRoomId}`` answer: the break-out in force."""
         current = current_breakout(await self._parents.state(parent, members=()))
         running = await self._store.get_running(parent)
+        operation = await self._operations.of_parent(parent)
         if current.event is None:
             return {
                 "active": False,
@@ -61,8 +64,11 @@ class RunningBreakouts:
                 "started_at": None,
                 "ends_at": None,
                 "rooms": [],
+                "operation": operation,
             }
         children = current.content.children if current.content else ()
+        # The assignment of the break-out's own rooms, as journalled.
+        assigned = await self._operations.assignment(running) if running else {}
         rooms: list[DescribedRoom] = []
         for child in children:
             name, joined = await self._child_summary(child.room_id)
@@ -71,7 +77,7 @@ class RunningBreakouts:
                     "room_id": child.room_id,
                     "name": name,
                     "via": list(child.via),
-                    "users": list(child.users),
+                    "users": assigned.get(child.room_id, list(child.users)),
                     "joined_members": joined,
                 }
             )
@@ -82,6 +88,7 @@ class RunningBreakouts:
             "started_at": current.event.origin_server_ts,
             "ends_at": running.ends_at if running and current.in_force else None,
             "rooms": rooms,
+            "operation": operation,
         }
 
     async def _child_summary(self, room_id: str) -> tuple[str | None, int | None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from synapse.module_api import EventBase, ModuleApi, StateMap
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout import synapse_adapter
+from synapse_breakout.assignment import UserState
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import (
     BREAKOUT_STATE,
@@ -55,6 +56,7 @@ from synapse_breakout.power import (
     room_version,
     user_power_level,
 )
+from synapse_breakout.sizing import fitting, room_count, spread
 from synapse_breakout.store import (
     Operation,
     OperationState,
@@ -63,14 +65,6 @@ from synapse_breakout.store import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def spread(users: Sequence[str], rooms: int) -> list[list[str]]:
-    """Deal ``users`` round-robin into ``rooms`` lists: sizes differ by at most one."""
-    buckets: list[list[str]] = [[] for _ in range(rooms)]
-    for i, user in enumerate(users):
-        buckets[i % rooms].append(user)
-    return buckets
 
 
 def plan_children(
@@ -94,7 +88,9 @@ def plan_children(
             users = list(req.auto_assign.users)
         plan = tuple(
             ChildSpec(name=f"Room {i + 1}", users=tuple(bucket))
-            for i, bucket in enumerate(spread(users, req.auto_assign.rooms))
+            for i, bucket in enumerate(
+                spread(users, room_count(req.auto_assign, len(users), config))
+            )
         )
     for i, spec in enumerate(plan):
         field = f"rooms[{i}].users" if req.rooms is not None else "auto_assign.users"
@@ -197,13 +193,18 @@ class Starter:
         self._placement = placement
 
     async def start(
-        self, requester: str, parent: str, req: StartRequest
+        self,
+        requester: str,
+        parent: str,
+        req: StartRequest,
+        journalled: Callable[[str], None] | None = None,
     ) -> StartAnswer:
-        """Start a break-out; its answer."""
+        """Start a break-out; its answer. ``journalled`` is told the
+        operation's ID once it is journalled (progress.py)."""
         started = time.monotonic()
         outcome = "error"
         try:
-            answer = await self._start(requester, parent, req)
+            answer = await self._start(requester, parent, req, journalled)
             outcome = "ok"
             return answer
         except SynapseError as e:
@@ -214,7 +215,11 @@ class Starter:
             OPERATION_SECONDS.labels("start").observe(time.monotonic() - started)
 
     async def _start(
-        self, requester: str, parent: str, req: StartRequest
+        self,
+        requester: str,
+        parent: str,
+        req: StartRequest,
+        journalled: Callable[[str], None] | None,
     ) -> StartAnswer:
         acting = req.acting_user or requester
         listed = [u for spec in req.rooms or () for u in spec.users]
@@ -245,12 +250,20 @@ class Starter:
                 "move": req.placement.value,
                 "join_rule": req.join_rule.value,
                 "duration_seconds": req.duration_seconds,
+                "rooms_total": len(plan),
             },
         )
-        got = await self._store.begin(op)
+        suggest = req.placement is PlacementMode.SUGGEST
+        got = await self._store.begin(
+            op,
+            [spec.users for spec in plan],
+            UserState.LISTED if suggest else UserState.PLANNED,
+        )
         if got is None:
             raise under_way(parent)
         if got.op_id != op.op_id:
+            if journalled is not None:
+                journalled(got.op_id)
             return self._replay(got, parent)
 
         try:
@@ -268,6 +281,8 @@ class Starter:
                 if current.event.type != self._config.event_type:
                     # Its emptying is sent after the commit: check it can be.
                     self._check_acting_user(acting, state, current.event.type)
+            if journalled is not None:
+                journalled(op.op_id)  # checked and journalled: 202 (progress.py)
             event, rooms = await self._create_rooms_and_send(op, req, plan, state)
         except SynapseError as e:
             await self._journal.roll_back(op, failure(e))
@@ -336,8 +351,17 @@ class Starter:
     ) -> None:
         """The break-out event was sent before the crash: the operation stands,
         with its deadline, and its users are placed now."""
+        # The users as journalled: the event may leave them out.
+        assigned = await self._placement.placer.assigned(
+            op, [child.users for child in content.children]
+        )
         rooms = [
-            CreatedRoom(child.room_id, None, child.users, child.via)
+            CreatedRoom(
+                child.room_id,
+                None,
+                tuple(assigned.get(child.room_id, child.users)),
+                child.via,
+            )
             for child in content.children
         ]
         answer = await self.commit(op, event.event_id, event.origin_server_ts, rooms)
@@ -389,7 +413,7 @@ class Starter:
         for index, spec in enumerate(plan):
             config = child_config(template, parent, op.op_id, index, spec)
             room_id, _ = await self._api.create_room(acting, config, ratelimit=False)
-            await self._store.record_room(op.op_id, room_id)
+            await self._store.record_room(op.op_id, room_id, index)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))
             )
@@ -401,7 +425,7 @@ class Starter:
             ),
         )
         event = await self._parents.send_state(
-            self._config.event_type, parent, acting, content.to_json()
+            self._config.event_type, parent, acting, fitting(content, req.placement)
         )
         return event, rooms
 

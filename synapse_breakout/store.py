@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi
 
+from synapse_breakout.assignment import UserState, insert_plan_txn
 from synapse_breakout.model import PlacementMode
 
 
@@ -42,6 +43,8 @@ class StartParams(TypedDict, total=False):
     #: A ``JoinRule`` value.
     join_rule: str
     duration_seconds: int | None
+    #: How many rooms the start creates (for its progress).
+    rooms_total: int
 
 
 @attrs.frozen
@@ -118,8 +121,14 @@ def _find_txn_op_txn(
     return _operation(row) if row else None
 
 
-def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | None:
-    """Insert ``op`` and take its parent's lock; None if the lock is held."""
+def _begin_operation_txn(
+    txn: LoggingTransaction,
+    op: Operation,
+    plan: Sequence[Sequence[str]],
+    plan_state: UserState,
+) -> Operation | None:
+    """Insert ``op`` and its plan, take its parent's lock; None if the lock is
+    held."""
     if op.txn_id is not None:
         earlier = _find_txn_op_txn(txn, op.requester, op.txn_id)
         if earlier is not None:
@@ -150,17 +159,19 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
             json.dumps(op.request),
         ),
     )
+    insert_plan_txn(txn, op.op_id, plan, plan_state)
     return op
 
 
 def _record_room_txn(
-    txn: LoggingTransaction, op_id: str, room_id: str, now: int
+    txn: LoggingTransaction, op_id: str, room_id: str, index: int | None, now: int
 ) -> None:
     # One statement: the operation's progress (for recovery) is read from
     # these rows, so the journal costs a running start no more than this.
     txn.execute(
-        "INSERT INTO breakout_op_rooms (op_id, room_id, created_ts) VALUES (?, ?, ?)",
-        (op_id, room_id, now),
+        "INSERT INTO breakout_op_rooms (op_id, room_id, room_index, created_ts)"
+        " VALUES (?, ?, ?, ?)",
+        (op_id, room_id, index, now),
     )
 
 
@@ -236,6 +247,14 @@ def _unfinished_txn(txn: LoggingTransaction) -> list[Operation]:
     return operations
 
 
+def _get_operation_txn(txn: LoggingTransaction, op_id: str) -> Operation | None:
+    txn.execute(
+        f"SELECT {_OP_COLUMNS} FROM breakout_operations WHERE op_id = ?", (op_id,)
+    )
+    row = txn.fetchone()
+    return _operation(row) if row else None
+
+
 def _get_running_txn(txn: LoggingTransaction, parent: str) -> RunningBreakout | None:
     txn.execute(
         f"SELECT {_RUNNING_COLUMNS} FROM breakout_active WHERE parent_room_id = ?",
@@ -307,8 +326,13 @@ class OperationStore:
     def __init__(self, api: ModuleApi):
         self._api = api
 
-    async def begin(self, op: Operation) -> Operation | None:
-        """Journal ``op`` and lock its parent.
+    async def begin(
+        self,
+        op: Operation,
+        plan: Sequence[Sequence[str]] = (),
+        plan_state: UserState = UserState.PLANNED,
+    ) -> Operation | None:
+        """Journal ``op`` with its plan (each room's users); lock its parent.
 
         Returns:
             ``op`` when it may proceed; the earlier operation with the same
@@ -316,16 +340,19 @@ class OperationStore:
             operation holds the parent's lock.
         """
         return await self._api.run_db_interaction(
-            "breakout_begin_operation", _begin_operation_txn, op
+            "breakout_begin_operation", _begin_operation_txn, op, plan, plan_state
         )
 
-    async def record_room(self, op_id: str, room_id: str) -> None:
-        """Record a room the operation created, as soon as it exists."""
+    async def record_room(
+        self, op_id: str, room_id: str, index: int | None = None
+    ) -> None:
+        """Record a room the operation made (plan's ``index``-th) at once."""
         await self._api.run_db_interaction(
             "breakout_record_room",
             _record_room_txn,
             op_id,
             room_id,
+            index,
             self._api.get_current_time_msec(),
         )
 
@@ -364,6 +391,11 @@ class OperationStore:
             op_id,
             response,
             self._api.get_current_time_msec(),
+        )
+
+    async def get(self, op_id: str) -> Operation | None:
+        return await self._api.run_db_interaction(
+            "breakout_get_operation", _get_operation_txn, op_id
         )
 
     async def unfinished(self) -> list[Operation]:
