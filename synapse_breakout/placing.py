@@ -108,8 +108,8 @@ class Placer:
         return rooms
 
     async def resume(self, abandoned: Abandoned, instance: str, token: str) -> int:
-        """Go on with every running start whose placing process is gone;
-        returns how many were resumed."""
+        """Go on (in the background) with every running start whose placing
+        process is gone; returns how many."""
         resumed = 0
         now = self._api.get_current_time_msec()
         for op_id in await self.assignment.unplaced():
@@ -126,7 +126,10 @@ class Placer:
                 continue
             logger.info("Resuming the placement of break-out %s", op.op_id)
             answer = cast(StartAnswer, op.response["body"])
-            await self.place_start(op, answer, resumed=True)
+            # In a process of its own: recovery's other work does not wait.
+            self._api.run_as_background_process(
+                "breakout_resume_placement", self.place_start, op, answer, True
+            )
             resumed += 1
         return resumed
 
