@@ -30,6 +30,7 @@ KEYS = (
     "start_vs_client",
     "rollback_seconds",
     "background",
+    "split",
 )
 
 
@@ -52,6 +53,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=10_000,
         metavar="N",
         help="Synapse's event_cache_size (default: Synapse's own, 10000)",
+    )
+    parser.add_argument(
+        "--split-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="lobby sizes for split (default 2000 5000 10000; the largest is "
+        "the figure)",
+    )
+    parser.add_argument(
+        "--split-bounds",
+        action="store_true",
+        help="split: measure only the placement bounds and concurrent room "
+        "creation, in a lobby of the smallest --split-sizes",
     )
     parser.add_argument(
         "--only",
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         only=args.only or KEYS,
         event_cache_size=args.event_cache_size,
+        split_sizes=tuple(args.split_sizes) if args.split_sizes else None,
+        split_bounds=args.split_bounds,
     )
     started = time.perf_counter()
     results: dict[str, Any] = run(plan)

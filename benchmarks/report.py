@@ -132,6 +132,46 @@ def _background_rows(figures: Any) -> list[Row]:
     return rows
 
 
+def _split_rows(figures: Any) -> list[Row]:
+    if isinstance(figures, str):
+        return [("split", "", figures, "")]
+    members = figures["members"]
+    rows: list[Row] = []
+    for mode in ("invite", "join"):
+        value = figures[mode]
+        ok = value["ratio"]["median"] <= 1.1
+        rows.append(
+            (
+                f"split {mode}",
+                str(members),
+                _summary(value["ratio"]) + f", {value['seconds']['median']:.0f}s,"
+                f" {value['users_per_second']:.0f} users/s",
+                f"<= 1.1: {'ok' if ok else 'MISSED'}",
+            )
+        )
+        fit = figures["scaling"][mode].get("fit")
+        if fit:
+            rows.append(
+                (
+                    "  (fitted)",
+                    mode,
+                    f"{fit['seconds_per_room_or_user'] * 1000:.2f} ms per room or"
+                    f" user, r2 {fit['r2']}",
+                    "linear",
+                )
+            )
+    unrelated = figures["unrelated_messages"]
+    rows.append(
+        (
+            "split unrelated",
+            str(members),
+            _summary(unrelated),
+            f">= 0.9: {'ok' if unrelated['median'] >= 0.9 else 'MISSED'}",
+        )
+    )
+    return rows
+
+
 def table(results: dict[str, Any]) -> str:
     """The figures as a plain-text table (medians, with min-max and rounds)."""
     rows: list[Row] = [("figure", "key", "median (min-max) xrounds", "budget")]
@@ -163,6 +203,8 @@ def table(results: dict[str, Any]) -> str:
         rows += _rollback_rows(results["rollback_seconds"])
     if "background" in results:
         rows += _background_rows(results["background"])
+    if "split" in results:
+        rows += _split_rows(results["split"])
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import background, hot_path, queries, start
+from benchmarks import background, hot_path, queries, split, start
 from benchmarks.harness import EVENT_CACHE_SIZE, Bench, Config
 from benchmarks.report import machine
 
@@ -28,6 +28,9 @@ class Plan:
     start_rounds: int
     rollback_rounds: int
     event_cache_size: int = EVENT_CACHE_SIZE
+    split_sizes: tuple[int, ...] = split.SIZES
+    split_rounds: int = 1
+    split_bounds: bool = False
 
     @classmethod
     def make(
@@ -35,9 +38,14 @@ class Plan:
         quick: bool,
         only: Collection[str],
         event_cache_size: int = EVENT_CACHE_SIZE,
+        split_sizes: tuple[int, ...] | None = None,
+        split_bounds: bool = False,
     ) -> Plan:
         return cls(
             event_cache_size=event_cache_size,
+            split_sizes=split_sizes or split.SIZES,
+            split_rounds=1 if quick else 3,
+            split_bounds=split_bounds,
             keys=frozenset(only),
             hot_path_rounds=3 if quick else 15,
             start_rounds=2 if quick else 7,
@@ -86,6 +94,25 @@ def _run(bench: Bench, plan: Plan) -> dict[str, Any]:
             logger.info("background: ejection passes")
             results["background"] = background.run(bench, token, rooms)
             bench.settle()
+
+    if "split" in plan.keys:
+        logger.info(
+            "split: lobbies of %s, %d rounds", plan.split_sizes, plan.split_rounds
+        )
+        unrelated, _, _ = bench.run(
+            bench.hs.get_room_creation_handler().create_room(
+                bench.requester(host), {"preset": "public_chat"}, ratelimit=False
+            )
+        )
+        if plan.split_bounds:
+            results["split_bounds"] = split.run_bounds(
+                bench, host, token, min(plan.split_sizes)
+            )
+        else:
+            results["split"] = split.run(
+                bench, host, token, unrelated, plan.split_rounds, plan.split_sizes
+            )
+        bench.settle()
 
     start_keys = {"start_vs_handler", "start_vs_client", "rollback_seconds"}
     if plan.keys & start_keys:

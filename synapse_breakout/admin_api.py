@@ -49,6 +49,7 @@ from synapse_breakout.model import (
 )
 from synapse_breakout.parent import ParentRooms
 from synapse_breakout.placement import Placement
+from synapse_breakout.progress import Progress
 from synapse_breakout.running import RunningBreakouts
 from synapse_breakout.start import Starter
 
@@ -75,6 +76,7 @@ class Operations:
     placement: Placement
     deadlines: Deadlines
     help: HelpDesk
+    progress: Progress
 
 
 def parse_start_request(
@@ -92,6 +94,7 @@ def parse_start_request(
             "duration_seconds",
             "replace",
             "txn_id",
+            "wait",
         ),
     )
     limit = config.max_child_rooms
@@ -133,13 +136,19 @@ def parse_start_request(
                 "auto_assign",
                 'must be an object {"rooms": N, "users": "joined" or [...]}',
             )
-        check_keys(auto, ("rooms", "users"), "auto_assign.")
+        check_keys(auto, ("rooms", "room_size", "users"), "auto_assign.")
         auto_rooms = get_int(auto, "rooms", 1, limit, "auto_assign.")
-        if auto_rooms is None:
-            raise bad("auto_assign.rooms", "is required", Codes.MISSING_PARAM)
+        size = get_int(auto, "room_size", 1, config.max_users_per_room, "auto_assign.")
+        if (auto_rooms is None) == (size is None):
+            raise bad(
+                "auto_assign.rooms",
+                "give either auto_assign.rooms or auto_assign.room_size",
+                Codes.MISSING_PARAM,
+            )
         raw_users = auto.get("users", "joined")
         auto_assign = AutoAssign(
             rooms=auto_rooms,
+            room_size=size,
             users=None
             if raw_users == "joined"
             else get_user_list(raw_users, "auto_assign.users"),
@@ -156,6 +165,7 @@ def parse_start_request(
         duration_seconds=get_int(body, "duration_seconds", 1, MAX_DURATION_SECONDS),
         replace=get_bool(body, "replace", False),
         txn_id=get_str(body, "txn_id"),
+        wait=get_bool(body, "wait", True),
     )
 
 
@@ -214,6 +224,13 @@ class BreakoutAdminResource(DirectServeJsonResource):
                     HTTPStatus.FORBIDDEN, "server admins only", Codes.FORBIDDEN
                 )
             return await self._flags(request)
+        if len(segments) == 2 and segments[0] == "operations":
+            if method != "GET":
+                raise self._unsupported(method)
+            caller.check_not_guest()
+            return HTTPStatus.OK, await self._ops.progress.view.operation(
+                segments[1], caller.user_id, caller.is_admin
+            )
         if len(segments) in (2, 3) and segments[0] == "rooms":
             action = segments[2] if len(segments) == 3 else ""
             handler = routes.get((method, action))
@@ -295,8 +312,14 @@ class BreakoutAdminResource(DirectServeJsonResource):
         if caller.restraint or await restraint(self._api, acting):
             now = self._api.get_current_time_msec()
             return HTTPStatus.OK, pretend.start(parent, req, self._api.server_name, now)
+        limited = not caller.is_admin
+        if not req.wait:
+            op_id = await self._ops.progress.start_in_background(
+                caller.user_id, parent, req, limited
+            )
+            return HTTPStatus.ACCEPTED, {"operation_id": op_id}
         return HTTPStatus.OK, await self._ops.starter.start(
-            caller.user_id, parent, req, limited=not caller.is_admin
+            caller.user_id, parent, req, limited
         )
 
     async def _end(

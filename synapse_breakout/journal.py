@@ -233,7 +233,7 @@ class Journal:
     async def recover(self, roll_forward: RollForward) -> int:
         """Finish every operation a crash left unfinished; returns how many."""
         now = self._api.get_current_time_msec()
-        locks = await self._store.orphan_locks()
+        locks = await self._store.locks.orphan_locks()
         operations = await self._store.unfinished()
         # Forget the leases of what is gone.
         held = {lock_id for _, lock_id, _ in locks} | {op.op_id for op in operations}
@@ -271,7 +271,7 @@ class Journal:
         waiting = False
         for parent, lock_id, lease in locks:
             if self._lock_abandoned(lock_id, lease, now):
-                await self._store.unlock(parent, lock_id)
+                await self._store.locks.unlock(parent, lock_id)
                 logger.info(
                     "Released the lock %s on %s: its process is gone", lock_id, parent
                 )

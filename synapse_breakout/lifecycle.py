@@ -78,8 +78,15 @@ class Lifecycle:
             )
 
     async def recover(self) -> int:
-        """Finish every operation a crash left unfinished; returns how many."""
-        return await self._journal.recover(self._starter.roll_forward)
+        """Finish every operation a crash left unfinished (and go on placing
+        the users of those committed before it); returns how many."""
+        finished = await self._journal.recover(self._starter.roll_forward)
+        return finished + await self._placement.placer.resume(
+            self._journal.abandoned,
+            self._journal.instance,
+            self._journal.process_token,
+            self._starter.resume_placement,
+        )
 
     async def end_due(self) -> int:
         """End every break-out whose deadline has passed; returns how many."""

@@ -42,12 +42,14 @@ class ChildSpec:
 
 @attrs.frozen
 class AutoAssign:
-    """``auto_assign``: spread users over ``rooms`` rooms named "Room N"."""
+    """``auto_assign``: spread users over rooms named "Room N": ``rooms`` of
+    them, or as many as ``room_size`` users a room needs (exactly one is set)."""
 
-    rooms: int
+    rooms: int | None
     #: The users to spread; None: the parent's joined members below the
     #: configured power level, but the acting user.
     users: tuple[str, ...] | None = None
+    room_size: int | None = None
 
 
 @attrs.frozen
@@ -63,6 +65,8 @@ class StartRequest:
     duration_seconds: int | None = None
     replace: bool = False
     txn_id: str | None = None
+    #: False: answer 202 with the operation's ID once it is journalled.
+    wait: bool = True
 
 
 class ErrorJson(TypedDict):
@@ -149,6 +153,31 @@ class DescribeAnswer(TypedDict):
     started_at: int | None
     ends_at: int | None
     rooms: list[DescribedRoom]
+    #: An unfinished start on this parent, or None.
+    operation: OperationAnswer | None
+
+
+class Progress(TypedDict):
+    """How far a start got (``GET /operations/{operationId}``)."""
+
+    rooms_created: int
+    rooms_total: int
+    users_placed: int
+    users_total: int
+    failed_users: int
+
+
+class OperationAnswer(TypedDict):
+    """``GET /operations/{operationId}``: state ``pending``, ``committed`` or
+    ``rolled_back``; ``response`` once committed and placed, ``error`` once
+    rolled back."""
+
+    operation_id: str
+    parent_room_id: str
+    state: str
+    progress: Progress
+    response: StartAnswer | None
+    error: ErrorJson | None
 
 
 class EndAnswer(TypedDict):

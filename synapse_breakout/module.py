@@ -33,6 +33,7 @@ from synapse_breakout.journal import Journal
 from synapse_breakout.lifecycle import Lifecycle
 from synapse_breakout.parent import ParentRooms
 from synapse_breakout.placement import Placement
+from synapse_breakout.progress import Progress
 from synapse_breakout.rules import BreakoutRules
 from synapse_breakout.running import RunningBreakouts
 from synapse_breakout.schema import BreakoutStore
@@ -76,6 +77,7 @@ class BreakoutModule:
             placement,
             deadlines,
             HelpDesk(api, store, parents, announcer),
+            Progress(api, store, starter),
         )
         self.lifecycle = Lifecycle(
             config, api, store, self.journal, starter, running, placement, deadlines

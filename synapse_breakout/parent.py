@@ -236,12 +236,12 @@ class ParentRooms:
         """
         lock_id = self._journal.lock_id(kind)
         with self._journal.holding():
-            if not await self._store.lock(parent, lock_id):
+            if not await self._store.locks.lock(parent, lock_id):
                 raise under_way(parent)
             try:
                 yield
             finally:
-                await self._store.unlock(parent, lock_id)
+                await self._store.locks.unlock(parent, lock_id)
 
     async def send_state(
         self, event_type: str, parent: str, sender: str, content: dict[str, Any]

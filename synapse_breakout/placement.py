@@ -26,24 +26,22 @@ from synapse_breakout.content import (
 )
 from synapse_breakout.metrics import OPERATIONS
 from synapse_breakout.model import (
-    ChildRoomJson,
     ErrorJson,
     FailedRoom,
-    FailedUser,
     JoinRule,
     PlacementMode,
     ReassignAnswer,
-    StartAnswer,
     error_json,
 )
 from synapse_breakout.parent import InForce, ParentRooms
+from synapse_breakout.placing import Placer
 from synapse_breakout.power import (
     effective_join_rule,
     joined_or_invited,
     member_event_in_room,
     membership,
 )
-from synapse_breakout.store import Operation, OperationStore, RunningBreakout
+from synapse_breakout.store import OperationStore, RunningBreakout
 
 logger = logging.getLogger(__name__)
 
@@ -62,49 +60,9 @@ class Placement:
         self._api = api
         self._store = store
         self._parents = parents
+        self.placer = Placer(api, store, self.place)
 
     # --- into a child -------------------------------------------------------------
-
-    async def place_listed(self, op: Operation, answer: StartAnswer) -> StartAnswer:
-        """Invite or join a committed start's listed users (best effort); stores
-        the final answer."""
-        mode = PlacementMode(op.request.get("move", PlacementMode.INVITE))
-        if mode is PlacementMode.SUGGEST or op.acting_user is None:
-            return answer
-        joined: frozenset[str] = frozenset()
-        if mode is PlacementMode.JOIN:
-            joined = await self._joined_to_parent(
-                op.parent_room_id, [u for r in answer["rooms"] for u in r["users"]]
-            )
-        answer["failed_users"] = await self._place_all(
-            op.acting_user,
-            answer["rooms"],
-            mode,
-            op.request.get("join_rule", JoinRule.RESTRICTED),
-            joined,
-        )
-        await self._store.set_response(
-            op.op_id, {"status": HTTPStatus.OK, "body": answer}
-        )
-        return answer
-
-    async def _place_all(
-        self,
-        acting: str,
-        rooms: Iterable[ChildRoomJson],
-        mode: PlacementMode,
-        join_rule: str,
-        joined: frozenset[str],
-    ) -> list[FailedUser]:
-        failed: list[FailedUser] = []
-        for room in rooms:
-            for user in room["users"]:
-                error = await self.place(
-                    acting, user, room["room_id"], mode, join_rule, user in joined
-                )
-                if error is not None:
-                    failed.append({"user_id": user, **error})
-        return failed
 
     async def place(
         self,
@@ -114,8 +72,10 @@ class Placement:
         mode: PlacementMode,
         join_rule: str,
         joined_to_parent: bool,
+        invited: bool = False,
     ) -> ErrorJson | None:
-        """Invite or join one user; the error if it failed.
+        """Invite or join one user (``invited``: already invited); the error
+        if it failed.
 
         ``join`` joins only a local user joined to the parent: anyone else (a
         remote user, one only invited to the parent) is invited, so no one is
@@ -127,7 +87,7 @@ class Placement:
                 and self._api.is_mine(user)
                 and joined_to_parent
             ):
-                if join_rule == JoinRule.INVITE:
+                if join_rule == JoinRule.INVITE and not invited:
                     await synapse_adapter.update_membership(
                         self._api, acting, user, room_id, "invite"
                     )
@@ -150,18 +110,6 @@ class Placement:
                 )
             )
         return None
-
-    async def _joined_to_parent(
-        self, parent: str, users: Iterable[str]
-    ) -> frozenset[str]:
-        """Those of ``users`` joined to ``parent`` now."""
-        wanted = sorted(set(users))
-        if not wanted:
-            return frozenset()
-        state = await self._api.get_room_state(
-            parent, [("m.room.member", user) for user in wanted]
-        )
-        return frozenset(u for u in wanted if membership(u, state) == "join")
 
     async def enter(self, actor: str, room_id: str, inviter: str | None) -> None:
         """Join ``actor`` (a moderator acting as themselves) to a child room
@@ -283,9 +231,9 @@ class Placement:
             self._check_move(parent, user_id, to, found, own)
             previous = [c.room_id for c in found.content.children if user_id in c.users]
             if running is not None:
-                assigned = await self._store.assignments.of_op(running.op_id)
+                assigned = await self._store.assignments.rooms(running.op_id)
                 previous += [r for r, us in assigned.items() if user_id in us]
-                await self._store.assignments.move(running.op_id, user_id, to)
+                await self._store.assignments.move_user(running.op_id, user_id, to)
             event = await self._send_moved(parent, acting, found, user_id, to)
             await self._store.set_running_event(parent, event.event_id)
         inviter = running.acting_user if running is not None else None

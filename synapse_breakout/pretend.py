@@ -37,7 +37,9 @@ def start(parent: str, req: StartRequest, server_name: str, now: int) -> StartAn
     else:
         assert req.auto_assign is not None
         listed = list(req.auto_assign.users or ())
-        count = req.auto_assign.rooms
+        count = req.auto_assign.rooms or max(
+            1, -(-len(listed) // (req.auto_assign.room_size or 1))
+        )
         specs = [(f"Room {i + 1}", listed[i::count]) for i in range(count)]
     return {
         "room_id": parent,

@@ -28,6 +28,7 @@ from synapse_breakout.model import (
 )
 from synapse_breakout.parent import InForce, ParentRooms, changed_meanwhile
 from synapse_breakout.placement import Placement
+from synapse_breakout.progress import OperationView
 from synapse_breakout.store import OperationStore
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,13 @@ class RunningBreakouts:
         self._parents = parents
         self._placement = placement
         self._announcer = announcer
+        self._operations = OperationView(api, store)
 
     async def describe(self, parent: str) -> DescribeAnswer:
         """The ``GET /rooms/{parentRoomId}`` answer: the break-out in force."""
         current = current_breakout(await self._parents.state(parent, members=()))
         running = await self._store.get_running(parent)
+        operation = await self._operations.of_parent(parent)
         if current.event is None:
             return {
                 "active": False,
@@ -67,6 +70,7 @@ class RunningBreakouts:
                 "started_at": None,
                 "ends_at": None,
                 "rooms": [],
+                "operation": operation,
             }
         children = current.content.children if current.content else ()
         own = (
@@ -74,7 +78,9 @@ class RunningBreakouts:
             if current.content
             else frozenset()
         )
-        assigned = await self._store.assignments.of_op(running.op_id) if running else {}
+        # The assignment of the break-out's own rooms, as journalled (moves
+        # update it; the event may leave the users out).
+        assigned = await self._operations.assignment(running) if running else {}
         rooms: list[tuple[tuple[str, int], DescribedRoom]] = []
         for child in children:
             managed = child.room_id in own
@@ -85,7 +91,7 @@ class RunningBreakouts:
                 if managed
                 else (None, None, _LAST)
             )
-            users = child.users or (assigned.get(child.room_id, ()) if managed else ())
+            users = assigned.get(child.room_id, child.users) if managed else child.users
             room: DescribedRoom = {
                 "room_id": child.room_id,
                 "name": name,
@@ -107,6 +113,7 @@ class RunningBreakouts:
             "ends_at": ends_at,
             # In the order they were started.
             "rooms": [room for _, room in sorted(rooms, key=lambda r: r[0])],
+            "operation": operation,
         }
 
     async def _child_summary(

@@ -142,19 +142,40 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
         CREATE INDEX IF NOT EXISTS breakout_operations_updated
             ON breakout_operations (updated_ts)
         """,
-        # Who a start assigned to which child room: the event may leave the
-        # lists out (the size rule), GET and invitations still carry them.
-        """
-        CREATE TABLE IF NOT EXISTS breakout_assignments (
-            op_id TEXT NOT NULL,
-            room_id TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            PRIMARY KEY (op_id, user_id)
-        )
-        """,
         """
         CREATE INDEX IF NOT EXISTS breakout_sender_verdicts_received
             ON breakout_sender_verdicts (received_ts)
+        """,
+    ),
+    (
+        # A start's assignment, journalled with the operation: which user goes
+        # to the room of which index (the order of the request), at which
+        # position, and how placing them went: planned (to place), listed
+        # (move: suggest), placed, failed (with Synapse's errcode and message).
+        # Placement after a restart goes on from the planned rows
+        # (docs/operations.md).
+        """
+        CREATE TABLE IF NOT EXISTS breakout_op_users (
+            op_id TEXT NOT NULL,
+            room_index INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            errcode TEXT,
+            error TEXT,
+            PRIMARY KEY (op_id, room_index, user_id)
+        )
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS breakout_op_users_state
+            ON breakout_op_users (op_id, state)
+        """,
+        # Which planned room a created room is (NULL in rows written before).
+        "ALTER TABLE breakout_op_rooms ADD COLUMN room_index INTEGER",
+        # An unfinished start of a parent, for GET /rooms/{parentRoomId}.
+        """
+        CREATE INDEX IF NOT EXISTS breakout_operations_parent
+            ON breakout_operations (parent_room_id, created_ts)
         """,
     ),
 )

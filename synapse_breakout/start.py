@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -23,6 +23,7 @@ from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.announce import Announcer
+from synapse_breakout.assignment import UserState
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import (
     BREAKOUT_STATE,
@@ -54,11 +55,9 @@ from synapse_breakout.parent import COPIED_STATE, ParentRooms, under_way
 from synapse_breakout.placement import Placement
 from synapse_breakout.power import (
     child_power_levels,
-    joined_or_invited,
-    membership,
     room_version,
-    user_power_level,
 )
+from synapse_breakout.sizing import plan_children
 from synapse_breakout.store import (
     Operation,
     OperationState,
@@ -67,58 +66,6 @@ from synapse_breakout.store import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def spread(users: Sequence[str], rooms: int) -> list[list[str]]:
-    """Deal ``users`` round-robin into ``rooms`` lists: sizes differ by at most one."""
-    buckets: list[list[str]] = [[] for _ in range(rooms)]
-    for i, user in enumerate(users):
-        buckets[i % rooms].append(user)
-    return buckets
-
-
-def plan_children(
-    req: StartRequest, state: StateMap[EventBase], acting: str, config: BreakoutConfig
-) -> tuple[ChildSpec, ...]:
-    """The child rooms with their users, checked against the parent."""
-    if req.rooms is not None:
-        plan = req.rooms
-    else:
-        assert req.auto_assign is not None
-        if req.auto_assign.users is None:
-            users = sorted(
-                user
-                for (kind, user) in state
-                if kind == "m.room.member"
-                and membership(user, state) == "join"
-                and user != acting
-                and user_power_level(user, state) < config.power_level
-            )
-        else:
-            users = list(req.auto_assign.users)
-        plan = tuple(
-            ChildSpec(name=f"Room {i + 1}", users=tuple(bucket))
-            for i, bucket in enumerate(spread(users, req.auto_assign.rooms))
-        )
-    for i, spec in enumerate(plan):
-        field = f"rooms[{i}].users" if req.rooms is not None else "auto_assign.users"
-        if len(spec.users) > config.max_users_per_room:
-            raise SynapseError(
-                HTTPStatus.BAD_REQUEST,
-                f"{field}: {len(spec.users)} users for one room; at most "
-                f"{config.max_users_per_room} are allowed",
-                Codes.INVALID_PARAM,
-            )
-        if config.users_must_be_members:
-            for user in spec.users:
-                if not joined_or_invited(user, state):
-                    raise SynapseError(
-                        HTTPStatus.BAD_REQUEST,
-                        f"{field}: {user} is not joined to or invited into the "
-                        "parent room",
-                        Codes.INVALID_PARAM,
-                    )
-    return plan
 
 
 def child_template(
@@ -193,13 +140,20 @@ class Starter:
         self._announcer = announcer
 
     async def start(
-        self, requester: str, parent: str, req: StartRequest, limited: bool = False
+        self,
+        requester: str,
+        parent: str,
+        req: StartRequest,
+        limited: bool = False,
+        journalled: Callable[[str], None] | None = None,
     ) -> StartAnswer:
         """Start a break-out; its answer.
 
         Args:
             limited: the caller is a delegated moderator (no server admin):
                 ``moderator_starts_per_hour`` applies (limits.py).
+            journalled: told the operation's ID once it is journalled
+                (progress.py).
         """
         started = time.monotonic()
         outcome = "error"
@@ -208,13 +162,15 @@ class Starter:
                 # A retry gets the first answer, whatever changed since.
                 earlier = await self._store.find_txn(requester, req.txn_id)
                 if earlier is not None:
+                    if journalled is not None:
+                        journalled(earlier.op_id)
                     answer = replay(earlier, parent)
                     outcome = "ok"
                     return answer
             if limited:
                 await check_start_rate(self._store, self._api, requester, self._config)
             with self._journal.holding():
-                answer = await self._start(requester, parent, req)
+                answer = await self._start(requester, parent, req, journalled)
             outcome = "ok"
             return answer
         except SynapseError as e:
@@ -225,7 +181,11 @@ class Starter:
             OPERATION_SECONDS.labels("start").observe(time.monotonic() - started)
 
     async def _start(
-        self, requester: str, parent: str, req: StartRequest
+        self,
+        requester: str,
+        parent: str,
+        req: StartRequest,
+        journalled: Callable[[str], None] | None,
     ) -> StartAnswer:
         acting = req.acting_user or requester
         listed = [u for spec in req.rooms or () for u in spec.users]
@@ -259,12 +219,20 @@ class Starter:
                 "move": req.placement.value,
                 "join_rule": req.join_rule.value,
                 "duration_seconds": req.duration_seconds,
+                "rooms_total": len(plan),
             },
         )
-        got = await self._store.begin(op)
+        suggest = req.placement is PlacementMode.SUGGEST
+        got = await self._store.begin(
+            op,
+            [spec.users for spec in plan],
+            UserState.LISTED if suggest else UserState.PLANNED,
+        )
         if got is None:
             raise under_way(parent)
         if got.op_id != op.op_id:
+            if journalled is not None:
+                journalled(got.op_id)
             return replay(got, parent)
 
         try:
@@ -282,6 +250,8 @@ class Starter:
                 if current.event.type != self._config.event_type:
                     # Its emptying is sent after the commit: check it can be.
                     self._parents.check_acting_user(acting, state, current.event.type)
+            if journalled is not None:
+                journalled(op.op_id)  # checked and journalled: 202 (progress.py)
             event, rooms = await self._create_rooms_and_send(
                 op, req, plan, state, users_in_event
             )
@@ -317,10 +287,14 @@ class Starter:
         return await self._placed_and_announced(op, answer)
 
     async def _placed_and_announced(
-        self, op: Operation, answer: StartAnswer
+        self, op: Operation, answer: StartAnswer, resumed: bool = False
     ) -> StartAnswer:
-        """Place the users, then tell everyone (in the background)."""
-        answer = await self._placement.place_listed(op, answer)
+        """Place the users, then tell everyone (in the background).
+
+        Args:
+            resumed: a placement a dead process began (placing.py).
+        """
+        answer = await self._placement.placer.place_start(op, answer, resumed)
         assert op.acting_user is not None  # every start operation has one
         self._announcer.after_start(
             op.acting_user,
@@ -330,6 +304,12 @@ class Starter:
             answer["ends_at"],
         )
         return answer
+
+    async def resume_placement(self, op: Operation, answer: StartAnswer) -> None:
+        """Go on placing the users of ``op``, committed by a process that died
+        while placing them; then announce it."""
+        with self._journal.holding():
+            await self._placed_and_announced(op, answer, resumed=True)
 
     async def commit(
         self, op: Operation, event_id: str, sent_ts: int, rooms: list[CreatedRoom]
@@ -377,12 +357,15 @@ class Starter:
         """The break-out event was sent before the crash: the operation stands,
         with its deadline, and its users are placed now (its own rooms only)."""
         own = await self._journal.operation_rooms(op)
-        assigned = await self._store.assignments.of_op(op.op_id)
+        # The users as journalled: the event may leave them out.
+        assigned = await self._placement.placer.assigned(
+            op, [child.users for child in content.children]
+        )
         rooms = [
             CreatedRoom(
                 child.room_id,
                 None,
-                child.users or tuple(assigned.get(child.room_id, ())),
+                tuple(assigned.get(child.room_id, child.users)),
                 child.via,
             )
             for child in content.children
@@ -417,7 +400,7 @@ class Starter:
             # Synapse's room-creation limit; moderator_starts_per_hour and
             # the caller checks (limits.py) bound them instead.
             room_id, _ = await self._api.create_room(acting, config, ratelimit=False)
-            await self._store.record_room(op.op_id, room_id)
+            await self._store.record_room(op.op_id, room_id, index)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))
             )
@@ -427,9 +410,6 @@ class Starter:
                 BreakoutChild(room_id=r.room_id, via=r.via, users=r.users)
                 for r in rooms
             ),
-        )
-        await self._store.assignments.record(
-            op.op_id, {r.room_id: r.users for r in rooms}
         )
         if not users_in_event:
             content = without_users(content)

@@ -16,7 +16,8 @@ from typing import Any, TypedDict
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi
 
-from synapse_breakout.assignments import AssignmentStore
+from synapse_breakout.assignment import AssignmentStore, UserState, insert_plan_txn
+from synapse_breakout.locks import ParentLocks
 from synapse_breakout.model import PlacementMode
 
 
@@ -43,6 +44,8 @@ class StartParams(TypedDict, total=False):
     #: A ``JoinRule`` value.
     join_rule: str
     duration_seconds: int | None
+    #: How many rooms the start creates (for its progress).
+    rooms_total: int
 
 
 @attrs.frozen
@@ -121,9 +124,15 @@ def _find_txn_op_txn(
     return _operation(row) if row else None
 
 
-def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | None:
-    """Insert ``op`` and take its parent's lock; None if the lock is held. A
-    concurrent start with the same ``txn_id`` gets the earlier operation."""
+def _begin_operation_txn(
+    txn: LoggingTransaction,
+    op: Operation,
+    plan: Sequence[Sequence[str]] = (),
+    plan_state: UserState = UserState.PLANNED,
+) -> Operation | None:
+    """Insert ``op`` and its plan, take its parent's lock; None if the lock is
+    held. A concurrent start with the same ``txn_id`` gets the earlier
+    operation."""
     if op.txn_id is not None:
         earlier = _find_txn_op_txn(txn, op.requester, op.txn_id)
         if earlier is not None:
@@ -160,17 +169,19 @@ def _begin_operation_txn(txn: LoggingTransaction, op: Operation) -> Operation | 
         assert op.txn_id is not None  # only a txn_id can collide
         txn.execute("DELETE FROM breakout_parent_locks WHERE op_id = ?", (op.op_id,))
         return _find_txn_op_txn(txn, op.requester, op.txn_id)
+    insert_plan_txn(txn, op.op_id, plan, plan_state)
     return op
 
 
 def _record_room_txn(
-    txn: LoggingTransaction, op_id: str, room_id: str, now: int
+    txn: LoggingTransaction, op_id: str, room_id: str, index: int | None, now: int
 ) -> None:
     # One statement: the operation's progress (for recovery) is read from
     # these rows, so the journal costs a running start no more than this.
     txn.execute(
-        "INSERT INTO breakout_op_rooms (op_id, room_id, created_ts) VALUES (?, ?, ?)",
-        (op_id, room_id, now),
+        "INSERT INTO breakout_op_rooms (op_id, room_id, room_index, created_ts)"
+        " VALUES (?, ?, ?, ?)",
+        (op_id, room_id, index, now),
     )
 
 
@@ -251,6 +262,14 @@ def _starts_since_txn(
     return (int(row[0]), row[1]) if row else (0, None)
 
 
+def _get_operation_txn(txn: LoggingTransaction, op_id: str) -> Operation | None:
+    txn.execute(
+        f"SELECT {_OP_COLUMNS} FROM breakout_operations WHERE op_id = ?", (op_id,)
+    )
+    row = txn.fetchone()
+    return _operation(row) if row else None
+
+
 def _get_running_txn(txn: LoggingTransaction, parent: str) -> RunningBreakout | None:
     txn.execute(
         f"SELECT {_RUNNING_COLUMNS} FROM breakout_active WHERE parent_room_id = ?",
@@ -289,43 +308,21 @@ def _set_running_event_txn(txn: LoggingTransaction, parent: str, event_id: str) 
     )
 
 
-def _orphan_locks_txn(txn: LoggingTransaction) -> list[tuple[str, str, int]]:
-    """Locks no unfinished journalled operation holds: end's and reassign's,
-    with their lease counters."""
-    txn.execute(
-        "SELECT l.parent_room_id, l.op_id, l.lease FROM breakout_parent_locks l"
-        " WHERE NOT EXISTS (SELECT 1 FROM breakout_operations o"
-        " WHERE o.op_id = l.op_id AND o.state IN (?, ?))",
-        UNFINISHED,
-    )
-    return [(row[0], row[1], row[2]) for row in txn]
-
-
-def _lock_txn(txn: LoggingTransaction, parent: str, op_id: str, now: int) -> bool:
-    txn.execute(
-        "INSERT INTO breakout_parent_locks (parent_room_id, op_id, locked_ts)"
-        " VALUES (?, ?, ?) ON CONFLICT (parent_room_id) DO NOTHING",
-        (parent, op_id, now),
-    )
-    return txn.rowcount == 1
-
-
-def _unlock_txn(txn: LoggingTransaction, parent: str, op_id: str) -> None:
-    txn.execute(
-        "DELETE FROM breakout_parent_locks WHERE parent_room_id = ? AND op_id = ?",
-        (parent, op_id),
-    )
-
-
 class OperationStore:
     """The journal of admin operations, the per-parent locks, running break-outs."""
 
     def __init__(self, api: ModuleApi):
         self._api = api
         self.assignments = AssignmentStore(api)
+        self.locks = ParentLocks(api, UNFINISHED)
 
-    async def begin(self, op: Operation) -> Operation | None:
-        """Journal ``op`` and lock its parent.
+    async def begin(
+        self,
+        op: Operation,
+        plan: Sequence[Sequence[str]] = (),
+        plan_state: UserState = UserState.PLANNED,
+    ) -> Operation | None:
+        """Journal ``op`` with its plan (each room's users); lock its parent.
 
         Returns:
             ``op`` when it may proceed; the earlier operation with the same
@@ -333,7 +330,7 @@ class OperationStore:
             operation holds the parent's lock.
         """
         return await self._api.run_db_interaction(
-            "breakout_begin_operation", _begin_operation_txn, op
+            "breakout_begin_operation", _begin_operation_txn, op, plan, plan_state
         )
 
     async def find_txn(self, requester: str, txn_id: str) -> Operation | None:
@@ -348,13 +345,16 @@ class OperationStore:
             "breakout_starts_since", _starts_since_txn, requester, since
         )
 
-    async def record_room(self, op_id: str, room_id: str) -> None:
-        """Record a room the operation created, as soon as it exists."""
+    async def record_room(
+        self, op_id: str, room_id: str, index: int | None = None
+    ) -> None:
+        """Record a room the operation made (plan's ``index``-th) at once."""
         await self._api.run_db_interaction(
             "breakout_record_room",
             _record_room_txn,
             op_id,
             room_id,
+            index,
             self._api.get_current_time_msec(),
         )
 
@@ -395,6 +395,11 @@ class OperationStore:
             self._api.get_current_time_msec(),
         )
 
+    async def get(self, op_id: str) -> Operation | None:
+        return await self._api.run_db_interaction(
+            "breakout_get_operation", _get_operation_txn, op_id
+        )
+
     async def unfinished(self) -> list[Operation]:
         return await self._api.run_db_interaction(
             "breakout_unfinished_operations", _unfinished_txn
@@ -423,24 +428,4 @@ class OperationStore:
         """The running break-out's event changed (a reassignment)."""
         await self._api.run_db_interaction(
             "breakout_set_active_event", _set_running_event_txn, parent, event_id
-        )
-
-    async def orphan_locks(self) -> list[tuple[str, str, int]]:
-        """(parent, lock id, lease) of locks held by no journalled operation."""
-        return await self._api.run_db_interaction(
-            "breakout_orphan_locks", _orphan_locks_txn
-        )
-
-    async def lock(self, parent: str, op_id: str) -> bool:
-        return await self._api.run_db_interaction(
-            "breakout_lock_parent",
-            _lock_txn,
-            parent,
-            op_id,
-            self._api.get_current_time_msec(),
-        )
-
-    async def unlock(self, parent: str, op_id: str) -> None:
-        await self._api.run_db_interaction(
-            "breakout_unlock_parent", _unlock_txn, parent, op_id
         )

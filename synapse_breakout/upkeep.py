@@ -16,6 +16,7 @@ import logging
 
 from synapse.module_api import LoggingTransaction, ModuleApi
 
+from synapse_breakout.assignment import UserState
 from synapse_breakout.journal import RENEW_EVERY_MS, Journal
 from synapse_breakout.store import OperationState
 
@@ -28,11 +29,20 @@ _FINISHED = (OperationState.COMMITTED.value, OperationState.ROLLED_BACK.value)
 def _renew_txn(
     txn: LoggingTransaction, instance: str, token: str, lock_pattern: str
 ) -> None:
-    """Bump the leases of one process's pending operations and its locks."""
+    """Bump the leases of one process's pending operations, of its committed
+    starts still placing users, and of its locks."""
     txn.execute(
         "UPDATE breakout_operations SET lease = lease + 1"
-        " WHERE instance = ? AND process_token = ? AND state = ?",
-        (instance, token, OperationState.PENDING.value),
+        " WHERE instance = ? AND process_token = ? AND (state = ? OR (state = ?"
+        " AND EXISTS (SELECT 1 FROM breakout_op_users u"
+        " WHERE u.op_id = breakout_operations.op_id AND u.state = ?)))",
+        (
+            instance,
+            token,
+            OperationState.PENDING.value,
+            OperationState.COMMITTED.value,
+            UserState.PLANNED.value,
+        ),
     )
     txn.execute(
         "UPDATE breakout_parent_locks SET lease = lease + 1 WHERE op_id LIKE ?",
@@ -49,7 +59,7 @@ def _prune_txn(txn: LoggingTransaction, before: int) -> tuple[int, int]:
         " (SELECT 1 FROM breakout_active a WHERE a.op_id = o.op_id)"
     )
     args = (*_FINISHED, before)
-    for table in ("breakout_op_rooms", "breakout_assignments", "breakout_warnings"):
+    for table in ("breakout_op_rooms", "breakout_op_users", "breakout_warnings"):
         txn.execute(f"DELETE FROM {table} WHERE op_id IN ({old_ops})", args)
     txn.execute(f"DELETE FROM breakout_operations WHERE op_id IN ({old_ops})", args)
     operations = txn.rowcount

@@ -318,6 +318,7 @@ class AdminApiTestCase(ParentRoomTestCase):
                 "started_at": None,
                 "ends_at": None,
                 "rooms": [],
+                "operation": None,
             },
         )
 

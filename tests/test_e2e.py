@@ -298,3 +298,87 @@ def test_deadline_passed_while_down_ends_the_breakout_after_restart(
     time.sleep(1)  # a second notice, if there were one, would be here by now
     (ended,) = notices()
     assert ended.startswith("Time is up\n")
+
+
+@pytest.mark.parametrize("engine", engines())
+def test_sigkill_mid_placement_goes_on_after_restart(engine: str) -> None:
+    """2,000 users placed in the background; Synapse is killed half-way and
+    started again: the placement completes, nobody is invited twice, nothing
+    is rolled back."""
+    workdir = Path(tempfile.mkdtemp(prefix="breakout-place-"))
+    synapse = SynapseProcess(
+        workdir,
+        port=free_port(),
+        module_config={
+            "recovery_interval_seconds": RECOVERY_SECONDS,
+            # Invitees need not exist for an invite; they need not be members.
+            "users_must_be_members": False,
+        },
+        database=postgres_database(f"breakout_place_{os.getpid()}")
+        if engine == "postgres"
+        else None,
+    )
+    try:
+        synapse.start()
+        _, tok = synapse.register("admin", admin=True)
+        parent = synapse.create_room(tok, preset="public_chat")
+        path = BASE + "/rooms/" + urllib.parse.quote(parent)
+        users = [f"@p{i}:{synapse.server_name}" for i in range(2000)]
+        body = {"auto_assign": {"users": users, "room_size": 50}, "wait": False}
+        op_id = synapse.request("POST", path, tok, body, timeout=120)["operation_id"]
+        op_path = BASE + "/operations/" + urllib.parse.quote(op_id)
+
+        def progress() -> Any:
+            return synapse.request("GET", op_path, tok)
+
+        deadline = time.monotonic() + 300
+        while progress()["progress"]["users_placed"] < 300:
+            assert time.monotonic() < deadline, "placement did not start"
+            time.sleep(0.05)
+        before = progress()
+        assert before["state"] == "committed" and before["response"] is None
+        synapse.kill()
+
+        synapse.start()
+        deadline = time.monotonic() + 300
+        while (after := progress())["response"] is None:
+            assert time.monotonic() < deadline, f"placement not resumed: {after}"
+            time.sleep(0.25)
+        assert after["state"] == "committed"
+        assert after["progress"] == {
+            "rooms_created": 40,
+            "rooms_total": 40,
+            "users_placed": 2000,
+            "users_total": 2000,
+            "failed_users": 0,
+        }
+        answer = after["response"]
+        assert answer["failed_users"] == []
+        assert len(answer["rooms"]) == 40
+        event = synapse.request(
+            "GET",
+            f"/_matrix/client/v3/rooms/{urllib.parse.quote(parent)}/state/{UNSTABLE}/",
+            tok,
+        )
+        assert set(event[UNSTABLE]) == {r["room_id"] for r in answer["rooms"]}
+        invited: list[str] = []
+        member_filter = urllib.parse.quote(json.dumps({"types": ["m.room.member"]}))
+        for room in answer["rooms"]:
+            chunk = synapse.request(
+                "GET",
+                f"/_matrix/client/v3/rooms/{urllib.parse.quote(room['room_id'])}"
+                f"/messages?dir=b&limit=1000&filter={member_filter}",
+                tok,
+            )["chunk"]
+            here = [
+                e["state_key"]
+                for e in chunk
+                if e["content"].get("membership") == "invite"
+            ]
+            assert sorted(here) == sorted(room["users"])
+            invited += here
+        assert sorted(invited) == sorted(users)  # each invited exactly once
+    finally:
+        synapse.stop()
+        if not os.environ.get("KEEP_E2E"):
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -164,8 +164,10 @@ class ForeignLocksTestCase(FaultTestBase):
                 ("test_other", room_id, False, "worker1", "t", self.clock.time_msec()),
             )
 
-        async def record_and_lock(op_id: str, room_id: str) -> None:
-            await record_room(op_id, room_id)
+        async def record_and_lock(
+            op_id: str, room_id: str, index: int | None = None
+        ) -> None:
+            await record_room(op_id, room_id, index)
             await self.module_api.run_db_interaction("test_lock", lock_txn, room_id)
             locked.append(room_id)
 

@@ -207,7 +207,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
     def test_lock_left_by_a_dead_process_is_released_by_recovery(self) -> None:
         store = self.module.operation_store
         dead = f"end:{self.module.journal.instance}:a-dead-process:0000"
-        self.assertTrue(self.get_success(store.lock(self.parent, dead)))
+        self.assertTrue(self.get_success(store.locks.lock(self.parent, dead)))
         self.start({"rooms": [{"name": "A"}]}, expect=409)
         self.get_success(self.module.lifecycle.recover())
         self.start({"rooms": [{"name": "A"}]})
@@ -215,7 +215,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
     def test_live_lock_of_this_process_is_kept(self) -> None:
         store = self.module.operation_store
         live = self.module.journal.lock_id("move")
-        self.assertTrue(self.get_success(store.lock(self.parent, live)))
+        self.assertTrue(self.get_success(store.locks.lock(self.parent, live)))
         self.get_success(self.module.lifecycle.recover())
         self.start({"rooms": [{"name": "A"}]}, expect=409)
 
@@ -223,10 +223,10 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         result = self.start({"rooms": [{"name": "A"}], "duration_seconds": 10})
         store = self.module.operation_store
         live = self.module.journal.lock_id("move")
-        self.assertTrue(self.get_success(store.lock(self.parent, live)))
+        self.assertTrue(self.get_success(store.locks.lock(self.parent, live)))
         self.reactor.advance(15)
         self.assertTrue(self.call("GET", self.room_path())["active"])
-        self.get_success(store.unlock(self.parent, live))
+        self.get_success(store.locks.unlock(self.parent, live))
         self.reactor.advance(2)
         self.assertFalse(self.call("GET", self.room_path())["active"])
         (ended,) = self.notice_bodies(result["rooms"][0]["room_id"], "ended")

@@ -177,6 +177,7 @@ MOVE = "/rooms/{parentRoomId}/move"
 DEADLINE = "/rooms/{parentRoomId}/deadline"
 HELP = "/rooms/{parentRoomId}/help"
 FLAGS = "/flags"
+OPERATION = "/operations/{operationId}"
 #: A body each operation accepts, for the requests refused before it is read.
 GOOD_BODY: dict[tuple[str, str], Any] = {
     ("GET", ROOM): None,
@@ -187,6 +188,7 @@ GOOD_BODY: dict[tuple[str, str], Any] = {
     ("POST", DEADLINE): {"add_seconds": 60},
     ("POST", HELP): {"room_id": "!t1:test"},
     ("GET", FLAGS): None,
+    ("GET", OPERATION): None,
 }
 
 
@@ -214,6 +216,8 @@ _auth_recipes()
 def _forbidden_recipes() -> None:
     """403 for every operation: a plain member (not a server admin)."""
     for method, path in GOOD_BODY:
+        if path == OPERATION:
+            continue  # another user's operation is 404, as an unknown one
 
         def member(t: OpenApiTestCase, m: str = method, p: str = path) -> Any:
             return t.request(m, t.fill(p), GOOD_BODY[(m, p)], tok=t.member_tok)
@@ -347,6 +351,32 @@ def start_replay_of_crashed(t: OpenApiTestCase) -> FakeChannel:
         t.fill(ROOM, parent),
         {"acting_user": t.host, "rooms": [{"name": "A"}], "txn_id": "crashed"},
     )
+
+
+@recipe("POST", ROOM, 202)
+def start_accepted(t: OpenApiTestCase) -> FakeChannel:
+    return t.request(
+        "POST",
+        t.fill(ROOM, t.make_parent()),
+        {"acting_user": t.host, "auto_assign": {"room_size": 2}, "wait": False},
+    )
+
+
+# GET /operations/{operationId}
+
+
+@recipe("GET", OPERATION, 200)
+def operation_ok(t: OpenApiTestCase) -> FakeChannel:
+    accepted = start_accepted(t)
+    t.assertEqual(accepted.code, 202, accepted.json_body)
+    t.pump(1)
+    op_id = accepted.json_body["operation_id"]
+    return t.request("GET", OPERATION.replace("{operationId}", op_id))
+
+
+@recipe("GET", OPERATION, 404, "M_NOT_FOUND")
+def operation_unknown(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("GET", t.fill(OPERATION))
 
 
 # DELETE /rooms/{parentRoomId}
@@ -549,7 +579,7 @@ class OpenApiTestCase(ParentRoomTestCase):
     def fill(self, template: str, parent: str | None = None) -> str:
         return template.replace(
             "{parentRoomId}", urllib.parse.quote(parent or self.parent, safe="")
-        )
+        ).replace("{operationId}", "no-such-operation")
 
     def request(
         self, method: str, path: str, body: Any = None, tok: str | None = ""
@@ -583,7 +613,7 @@ class OpenApiTestCase(ParentRoomTestCase):
         """An active parent whose lock another operation holds."""
         parent = self.active_parent()
         store = find_module(self.hs).operation_store
-        self.assertTrue(self.get_success(store.lock(parent, "another-operation")))
+        self.assertTrue(self.get_success(store.locks.lock(parent, "another-operation")))
         return parent
 
     def flag_something(self) -> None:
@@ -717,7 +747,7 @@ class OpenApiTestCase(ParentRoomTestCase):
         patterns = [(m, p, template_regex(p)) for m, p in documented | aliases]
         parent = urllib.parse.quote(self.parent, safe="")
         words = ["rooms", parent, "flags", "broadcast", "move", "deadline", "help"]
-        words += ["other"]
+        words += ["operations", "other"]
         paths = [""]
         for n in (1, 2, 3):
             paths += ["/" + "/".join(p) for p in itertools.product(words, repeat=n)]

@@ -24,7 +24,7 @@ TABLES = (
     "breakout_op_rooms",
     "breakout_active",
     "breakout_sender_verdicts",
-    "breakout_assignments",
+    "breakout_op_users",
 )
 
 

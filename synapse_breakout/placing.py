@@ -1,0 +1,232 @@
+"""Placing a committed start's users: concurrently, journalled, resumable.
+
+After the commit, the users still ``planned`` in the journal (assignment.py)
+are invited or joined, ``PLACEMENT_CONCURRENCY`` child rooms at a time (Synapse
+changes memberships one at a time per room, so users of one room go one after
+the other). Results are written ``BATCH`` at a time. After a crash the
+instance that runs background tasks goes on with the users still planned,
+checking first whether each already got in, so nobody is invited twice.
+Failures are collected in ``failed_users``; nothing is rolled back
+(docs/operations.md, docs/performance.md for the bound).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+from synapse.module_api import ModuleApi, make_deferred_yieldable, run_in_background
+from twisted.internet import defer
+
+from synapse_breakout.assignment import Outcome, UserState
+from synapse_breakout.model import (
+    ErrorJson,
+    JoinRule,
+    PlacementMode,
+    StartAnswer,
+)
+from synapse_breakout.power import membership
+from synapse_breakout.store import Operation, OperationState, OperationStore
+
+logger = logging.getLogger(__name__)
+
+#: Child rooms placed into at once (measured: docs/performance.md).
+PLACEMENT_CONCURRENCY = 8
+#: Placement results written per transaction.
+BATCH = 100
+
+#: ``Placement.place``: (acting, user, room, mode, join rule, joined to the
+#: parent, invited) -> error.
+PlaceOne = Callable[
+    [str, str, str, PlacementMode, str, bool, bool], Awaitable[ErrorJson | None]
+]
+#: Whether the process that owns an operation is gone (``Journal.abandoned``).
+Abandoned = Callable[[Operation, int], bool]
+
+
+class Placer:
+    """Places the users of committed starts."""
+
+    def __init__(
+        self,
+        api: ModuleApi,
+        store: OperationStore,
+        place_one: PlaceOne,
+        concurrency: int = PLACEMENT_CONCURRENCY,
+    ):
+        self._api = api
+        self._store = store
+        self._place_one = place_one
+        self.assignment = store.assignments
+        self.concurrency = concurrency
+
+    async def place_start(
+        self, op: Operation, answer: StartAnswer, resumed: bool = False
+    ) -> StartAnswer:
+        """Place ``op``'s planned users; store and return the final answer.
+
+        Args:
+            resumed: a previous process may have placed some users before
+                it died: check each one's membership before acting.
+        """
+        mode = PlacementMode(op.request.get("move", PlacementMode.INVITE))
+        if mode is not PlacementMode.SUGGEST and op.acting_user is not None:
+            # Rooms journalled without their index: the answer's order.
+            rooms = await self.assignment.room_ids(op.op_id) or {
+                i: room["room_id"] for i, room in enumerate(answer["rooms"])
+            }
+            planned = await self.assignment.planned(op.op_id)
+            by_room: dict[int, list[str]] = {}
+            for assigned in planned:
+                by_room.setdefault(assigned.room_index, []).append(assigned.user_id)
+            joined: frozenset[str] = frozenset()
+            if mode is PlacementMode.JOIN:
+                joined = await self._joined_to_parent(
+                    op.parent_room_id, [a.user_id for a in planned]
+                )
+            run = _Run(self, op, op.acting_user, mode, resumed, joined)
+            await run.all(
+                [
+                    (i, rooms[i], users)
+                    for i, users in sorted(by_room.items())
+                    if i in rooms
+                ]
+            )
+        answer["failed_users"] = await self.assignment.failed(op.op_id)
+        # "placed": the answer is final (GET /operations shows it from now on).
+        await self._store.set_response(
+            op.op_id, {"status": 200, "body": answer, "placed": True}
+        )
+        return answer
+
+    async def _joined_to_parent(
+        self, parent: str, users: Sequence[str]
+    ) -> frozenset[str]:
+        """Those of ``users`` joined to ``parent`` now: ``join`` joins only
+        them, anyone else is invited."""
+        wanted = sorted(set(users))
+        if not wanted:
+            return frozenset()
+        state = await self._api.get_room_state(
+            parent, [("m.room.member", user) for user in wanted]
+        )
+        return frozenset(u for u in wanted if membership(u, state) == "join")
+
+    async def assigned(
+        self, op: Operation, listed: Sequence[Sequence[str]]
+    ) -> dict[str, list[str]]:
+        """The users of each room of ``op``, as journalled; an operation
+        journalled without its plan gets ``listed`` (the event's) as its plan."""
+        rooms = await self.assignment.rooms(op.op_id)
+        if not rooms and not await self.assignment.planned(op.op_id):
+            suggest = op.request.get("move") == PlacementMode.SUGGEST
+            await self.assignment.insert_plan(
+                op.op_id, listed, UserState.LISTED if suggest else UserState.PLANNED
+            )
+        return rooms
+
+    async def resume(
+        self,
+        abandoned: Abandoned,
+        instance: str,
+        token: str,
+        place: Callable[[Operation, StartAnswer], Awaitable[None]],
+    ) -> int:
+        """Go on (in the background, with ``place``: the start's own placing
+        and notices) with every running start whose placing process is gone;
+        returns how many."""
+        resumed = 0
+        now = self._api.get_current_time_msec()
+        for op_id in await self.assignment.unplaced():
+            op = await self._store.get(op_id)
+            if (
+                op is None
+                or op.state != OperationState.COMMITTED
+                or not abandoned(op, now)
+                or not isinstance(op.response, dict)
+                or not await self.assignment.claim(
+                    op.op_id, op.process_token, instance, token
+                )
+            ):
+                continue
+            logger.info("Resuming the placement of break-out %s", op.op_id)
+            answer = cast(StartAnswer, op.response["body"])
+            # In a process of its own: recovery's other work does not wait.
+            self._api.run_as_background_process(
+                "breakout_resume_placement", place, op, answer
+            )
+            resumed += 1
+        return resumed
+
+
+class _Run:
+    """One placement pass: a queue of rooms, a few workers, a result buffer."""
+
+    def __init__(
+        self,
+        placer: Placer,
+        op: Operation,
+        acting: str,
+        mode: PlacementMode,
+        resumed: bool,
+        joined: frozenset[str],
+    ):
+        self._placer = placer
+        self._joined = joined
+        self._op = op
+        self._acting = acting
+        self._mode = mode
+        self._rule = op.request.get("join_rule", JoinRule.RESTRICTED)
+        self._resumed = resumed
+        self._queue: list[tuple[int, str, list[str]]] = []
+        self._buffer: list[Outcome] = []
+
+    async def all(self, rooms: Sequence[tuple[int, str, list[str]]]) -> None:
+        """Place the users of each (index, room ID, users)."""
+        self._queue = list(reversed(rooms))
+        workers = [
+            run_in_background(self._worker)
+            for _ in range(min(self._placer.concurrency, len(rooms)))
+        ]
+        await make_deferred_yieldable(defer.gatherResults(workers, consumeErrors=True))
+        await self._flush()
+
+    async def _worker(self) -> None:
+        while self._queue:
+            await self._room(*self._queue.pop())
+
+    async def _room(self, index: int, room_id: str, users: list[str]) -> None:
+        already: dict[str, Any] = {}
+        if self._resumed:
+            state = await self._placer._api.get_room_state(
+                room_id, [("m.room.member", user) for user in users]
+            )
+            already = {user: membership(user, state) for user in users}
+        for user in users:
+            target = (
+                "join"
+                if self._mode is PlacementMode.JOIN
+                and self._placer._api.is_mine(user)
+                and user in self._joined
+                else "invite"
+            )
+            if already.get(user) == target:
+                error = None  # placed before the crash
+            else:
+                error = await self._placer._place_one(
+                    self._acting,
+                    user,
+                    room_id,
+                    self._mode,
+                    self._rule,
+                    user in self._joined,
+                    already.get(user) == "invite",
+                )
+            self._buffer.append(Outcome(index, user, error))
+            if len(self._buffer) >= BATCH:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        await self._placer.assignment.record(self._op.op_id, batch)
