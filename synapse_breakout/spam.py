@@ -351,7 +351,7 @@ class SenderTrust:
         page = rows[: query.limit]
         more = len(rows) > query.limit
         # Events Synapse rejected (or has not stored yet) are never listed.
-        accepted = await synapse_adapter.accepted_events(
+        accepted = await synapse_adapter.stored_events(
             self._api, [v.event_id for v in page]
         )
         return HTTPStatus.OK, {
@@ -416,10 +416,10 @@ class SenderTrust:
         The hook runs before Synapse authorises an event: one it then rejects
         (a sender who never joined) or never stores leaves no verdict behind.
         """
-        if await synapse_adapter.accepted_events(self._api, [event_id]):
+        if await synapse_adapter.stored_events(self._api, [event_id]):
             return
-        if await synapse_adapter.rejected_events(
-            self._api, [event_id]
+        if await synapse_adapter.stored_events(
+            self._api, [event_id], rejected=True
         ) or attempt + 1 >= len(CONFIRM_AFTER_MS):
             await self._verdicts.forget(event_id)
             self.cache.forget(event_id)

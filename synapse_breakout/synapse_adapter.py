@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from synapse.api.errors import ModuleFailedException, SynapseError
@@ -99,11 +99,6 @@ async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> se
     return await api.run_db_interaction(
         "breakout_rooms_with_create_event", _known_rooms_txn, wanted
     )
-
-
-CheckEventAllowed = Callable[
-    [EventBase, Any], Awaitable[tuple[bool, dict[str, Any] | None]]
-]
 
 
 def skip_state_load_for_other_event_types(
@@ -291,8 +286,11 @@ def _accepted_events_txn(
     return {row[0] for row in txn}
 
 
-async def accepted_events(api: ModuleApi, event_ids: Iterable[str]) -> set[str]:
-    """The events among ``event_ids`` that Synapse stored and did not reject.
+async def stored_events(
+    api: ModuleApi, event_ids: Iterable[str], rejected: bool = False
+) -> set[str]:
+    """The events among ``event_ids`` that Synapse stored and did not reject
+    (``rejected``: that it stored as rejected).
 
     Why internal: the spam-checker hook runs before Synapse authorises an
     event, and the module API has no callback for an event's outcome nor a
@@ -303,18 +301,7 @@ async def accepted_events(api: ModuleApi, event_ids: Iterable[str]) -> set[str]:
     if not wanted:
         return set()
     return await api.run_db_interaction(
-        "breakout_accepted_events", _accepted_events_txn, wanted, False
-    )
-
-
-async def rejected_events(api: ModuleApi, event_ids: Iterable[str]) -> set[str]:
-    """The events among ``event_ids`` that Synapse stored as rejected (as
-    ``accepted_events``, whose reasons apply)."""
-    wanted = sorted(set(event_ids))
-    if not wanted:
-        return set()
-    return await api.run_db_interaction(
-        "breakout_rejected_events", _accepted_events_txn, wanted, True
+        "breakout_stored_events", _accepted_events_txn, wanted, rejected
     )
 
 
@@ -420,14 +407,9 @@ async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
 
 
 def missing_internals(api: ModuleApi) -> list[str]:
-    """The Synapse internals this adapter calls that this Synapse lacks.
-
-    The methods of Synapse's handlers that ``send_event`` and
-    ``update_membership`` call, with the ``ratelimit`` parameter they pass,
-    and the homeserver's accessors the other functions use. (The SQL on
-    Synapse's tables runs in the tests against the lowest and the newest
-    release.)
-    """
+    """The handler methods (with their ``ratelimit`` parameter) and accessors
+    this adapter calls that this Synapse lacks. (Its SQL on Synapse's tables
+    runs in the tests against the lowest and the newest release.)"""
     hs = getattr(api, "_hs", None)
     if hs is None:
         return ["ModuleApi._hs"]
@@ -459,15 +441,9 @@ def missing_internals(api: ModuleApi) -> list[str]:
 
 
 def require_internals(api: ModuleApi) -> None:
-    """Stop start-up, naming them, when Synapse lacks internals the module needs.
-
-    Raises:
-        ConfigError: naming each missing internal and the supported releases.
-    """
-    missing = missing_internals(api)
-    if missing:
+    """Stop start-up with a ``ConfigError`` naming the internals Synapse lacks."""
+    if missing := missing_internals(api):
         raise ConfigError(
-            "synapse_breakout cannot run on this Synapse: it lacks "
-            + ", ".join(missing)
-            + " (see docs/operations.md, Supported Synapse releases)"
+            f"synapse_breakout cannot run on this Synapse: it lacks {', '.join(missing)}"
+            " (see docs/operations.md, Supported Synapse releases)"
         )

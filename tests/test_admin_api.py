@@ -434,6 +434,12 @@ class AdminApiTestCase(ParentRoomTestCase):
         self.assertEqual(content[b]["users"], [self.users[0]])
         self.assertEqual(self.membership_in(a, self.users[0]), "leave")
         self.assertEqual(self.membership_in(b, self.users[0]), "invite")
+        # GET says where they are now: A, emptied, lists nobody.
+        listed = {
+            r["room_id"]: r["users"]
+            for r in self.call("GET", self.room_path())["rooms"]
+        }
+        self.assertEqual(listed, {a: [], b: [self.users[0]]})
         self.call(
             "POST",
             self.room_path(suffix="/move"),
@@ -443,6 +449,11 @@ class AdminApiTestCase(ParentRoomTestCase):
         self.assertTrue(
             all(self.users[0] not in e.get("users", []) for e in content.values())
         )
+        listed = {
+            r["room_id"]: r["users"]
+            for r in self.call("GET", self.room_path())["rooms"]
+        }
+        self.assertEqual(listed, {a: [], b: []})
         self.assertEqual(self.membership_in(b, self.users[0]), "leave")
 
     def test_move_checks_its_body(self) -> None:

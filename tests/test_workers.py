@@ -187,9 +187,13 @@ class Deployment:
             WorkerProcess(self.main, f"worker{i}", free_port()) for i in (1, 2)
         ]
         self.proxy: RoutingProxy | None = None
-        self.main.start()
-        for worker in self.workers:
-            worker.start()
+        try:
+            self.main.start()
+            for worker in self.workers:
+                worker.start()
+        except BaseException:
+            self.stop()  # leave no process behind, Redis included
+            raise
         self.proxy = RoutingProxy(self.main, self.workers)
         # Through the proxy from here on, as a client sees the server.
         self.front = SynapseProcess(workdir, port=self.proxy.port)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from conftest import (
     API,
@@ -210,6 +211,10 @@ def test_08_participant_asks_for_help(flow: Flow) -> None:
     mine = flow.room_of(flow.participant)
     flow.server.synapse.join(flow.participant_token, mine["room_id"])
     page = flow.participant_page
+    # The host moved people since this tab last looked (a background tab's
+    # timers are slowed): the participant looks at the tab, which catches up.
+    page.bring_to_front()
+    expect(page.locator(".my-room")).to_have_text(mine["name"], timeout=15_000)
     page.get_by_label("What do you need? (optional)").fill("We are stuck")
     page.get_by_role("button", name="Ask for help").click()
     page.get_by_text("Your host has been asked for help.").wait_for()
