@@ -7,6 +7,8 @@ maps where the work lives.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 from synapse.module_api import EventBase, ModuleApi, StateMap
@@ -36,7 +38,7 @@ from synapse_breakout.placement import Placement
 from synapse_breakout.progress import Progress
 from synapse_breakout.rules import BreakoutRules
 from synapse_breakout.running import RunningBreakouts
-from synapse_breakout.schema import BreakoutStore
+from synapse_breakout.schema import BreakoutStore, SchemaTooNewError
 from synapse_breakout.spam import SenderTrust
 from synapse_breakout.start import Starter
 from synapse_breakout.store import OperationStore
@@ -129,7 +131,11 @@ class BreakoutModule:
         )
 
     async def _start_up(self) -> None:
-        await self.store.create_schema()
+        try:
+            await self.store.create_schema()
+        except SchemaTooNewError as e:
+            refuse_to_run(e)
+            return
         await self.lifecycle.recover()
         self.lifecycle.schedule()
         self.upkeep.schedule_retention()
@@ -152,3 +158,17 @@ class BreakoutModule:
     def parse_config(config: Any) -> BreakoutConfig:
         """Parse the ``config:`` of the module's entry; see ``config.parse_config``."""
         return parse_config(config)
+
+
+def refuse_to_run(error: SchemaTooNewError) -> None:
+    """Stop this Synapse process: its database is newer than this module.
+
+    Serving on would run old code against tables it does not know (after a
+    downgrade). Synapse ends its own failed start-up tasks the same way
+    (``synapse.app._base.register_start``): the error in the log and on the
+    unredirected stderr, then ``os._exit(1)``, because ``sys.exit`` inside the
+    reactor only raises ``SystemExit`` into it and everything carries on.
+    """
+    logger.critical("Refusing to run: %s", error)
+    print(f"synapse_breakout refuses to run: {error}", file=sys.__stderr__)
+    os._exit(1)
