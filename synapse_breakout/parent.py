@@ -24,6 +24,7 @@ from synapse_breakout.content import (
     current_breakout,
 )
 from synapse_breakout.journal import Journal
+from synapse_breakout.members import member_events
 from synapse_breakout.model import BreakoutActiveError
 from synapse_breakout.power import (
     membership,
@@ -123,9 +124,7 @@ class ParentRooms:
         wanted = set(members) | _named_users(state)
         if not wanted:
             return state
-        found = await self._api.get_room_state(
-            parent, [("m.room.member", user) for user in sorted(wanted)]
-        )
+        found = await member_events(self._api, parent, wanted)
         return {**state, **found}
 
     def is_moderator(self, user_id: str, state: StateMap[EventBase]) -> bool:

@@ -24,6 +24,7 @@ from synapse_breakout.content import (
     fits_in_event,
     without_users,
 )
+from synapse_breakout.members import member_events
 from synapse_breakout.metrics import OPERATIONS
 from synapse_breakout.model import (
     ErrorJson,
@@ -192,9 +193,7 @@ class Placement:
                     in_children.setdefault(user, []).append(room_id)
         if not in_children:
             return 0
-        in_parent = await self._api.get_room_state(
-            parent, [("m.room.member", user) for user in in_children]
-        )
+        in_parent = await member_events(self._api, parent, in_children)
         removed = 0
         for user, rooms in sorted(in_children.items()):
             if membership(user, in_parent) not in ("leave", "ban"):

@@ -20,6 +20,7 @@ from synapse.module_api import ModuleApi, make_deferred_yieldable, run_in_backgr
 from twisted.internet import defer
 
 from synapse_breakout.assignment import Outcome, UserState
+from synapse_breakout.members import member_events
 from synapse_breakout.model import (
     ErrorJson,
     JoinRule,
@@ -105,13 +106,8 @@ class Placer:
     ) -> frozenset[str]:
         """Those of ``users`` joined to ``parent`` now: ``join`` joins only
         them, anyone else is invited."""
-        wanted = sorted(set(users))
-        if not wanted:
-            return frozenset()
-        state = await self._api.get_room_state(
-            parent, [("m.room.member", user) for user in wanted]
-        )
-        return frozenset(u for u in wanted if membership(u, state) == "join")
+        state = await member_events(self._api, parent, users)
+        return frozenset(u for u in set(users) if membership(u, state) == "join")
 
     async def assigned(
         self, op: Operation, listed: Sequence[Sequence[str]]
@@ -199,9 +195,7 @@ class _Run:
     async def _room(self, index: int, room_id: str, users: list[str]) -> None:
         already: dict[str, Any] = {}
         if self._resumed:
-            state = await self._placer._api.get_room_state(
-                room_id, [("m.room.member", user) for user in users]
-            )
+            state = await member_events(self._placer._api, room_id, users)
             already = {user: membership(user, state) for user in users}
         for user in users:
             target = (
