@@ -193,7 +193,11 @@ class Placement:
                     in_children.setdefault(user, []).append(room_id)
         if not in_children:
             return 0
-        in_parent = await member_events(self._api, parent, in_children)
+        # Those still joined stay: only the others' events are read.
+        joined = await synapse_adapter.joined_users(self._api, parent)
+        in_parent = await member_events(
+            self._api, parent, [user for user in in_children if user not in joined]
+        )
         removed = 0
         for user, rooms in sorted(in_children.items()):
             if membership(user, in_parent) not in ("leave", "ban"):

@@ -19,6 +19,7 @@ from typing import Any, cast
 from synapse.module_api import ModuleApi, make_deferred_yieldable, run_in_background
 from twisted.internet import defer
 
+from synapse_breakout import synapse_adapter
 from synapse_breakout.assignment import Outcome, UserState
 from synapse_breakout.members import member_events
 from synapse_breakout.model import (
@@ -106,8 +107,7 @@ class Placer:
     ) -> frozenset[str]:
         """Those of ``users`` joined to ``parent`` now: ``join`` joins only
         them, anyone else is invited."""
-        state = await member_events(self._api, parent, users)
-        return frozenset(u for u in set(users) if membership(u, state) == "join")
+        return frozenset(users) & await synapse_adapter.joined_users(self._api, parent)
 
     async def assigned(
         self, op: Operation, listed: Sequence[Sequence[str]]

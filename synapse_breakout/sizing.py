@@ -8,7 +8,7 @@ dealt round-robin, so room sizes differ by at most one (docs/admin_api.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from http import HTTPStatus
 
 from synapse.module_api import EventBase, StateMap
@@ -16,7 +16,7 @@ from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.model import AutoAssign, ChildSpec, StartRequest
-from synapse_breakout.power import joined_or_invited, membership, user_power_level
+from synapse_breakout.power import joined_or_invited, user_power_level
 
 
 def spread(users: Sequence[str], rooms: int) -> list[list[str]]:
@@ -45,21 +45,28 @@ def room_count(auto: AutoAssign, users: int, config: BreakoutConfig) -> int:
 
 
 def plan_children(
-    req: StartRequest, state: StateMap[EventBase], acting: str, config: BreakoutConfig
+    req: StartRequest,
+    state: StateMap[EventBase],
+    acting: str,
+    config: BreakoutConfig,
+    joined: Collection[str] | None = None,
 ) -> tuple[ChildSpec, ...]:
-    """The child rooms with their users, checked against the parent."""
+    """The child rooms with their users, checked against the parent.
+
+    Args:
+        joined: the parent's joined members, for ``auto_assign`` of everyone
+            joined (``users: "joined"``).
+    """
     if req.rooms is not None:
         plan = req.rooms
     else:
         assert req.auto_assign is not None
         if req.auto_assign.users is None:
+            assert joined is not None
             users = sorted(
                 user
-                for (kind, user) in state
-                if kind == "m.room.member"
-                and membership(user, state) == "join"
-                and user != acting
-                and user_power_level(user, state) < config.power_level
+                for user in joined
+                if user != acting and user_power_level(user, state) < config.power_level
             )
         else:
             users = list(req.auto_assign.users)
@@ -78,7 +85,7 @@ def plan_children(
                 f"{config.max_users_per_room} are allowed",
                 Codes.INVALID_PARAM,
             )
-        if config.users_must_be_members:
+        if config.users_must_be_members and joined is None:  # else all joined
             for user in spec.users:
                 if not joined_or_invited(user, state):
                     raise SynapseError(

@@ -192,11 +192,13 @@ class Starter:
         everyone = req.auto_assign is not None and req.auto_assign.users is None
         if req.auto_assign is not None and req.auto_assign.users is not None:
             listed.extend(req.auto_assign.users)
-        state = await self._parents.state(
-            parent, None if everyone else [acting, *listed]
+        # Everyone joined: their IDs (cached by Synapse), not their events.
+        joined = (
+            await synapse_adapter.joined_users(self._api, parent) if everyone else None
         )
+        state = await self._parents.state(parent, [acting, *listed])
         self._parents.check_acting_user(acting, state, self._config.event_type)
-        plan = plan_children(req, state, acting, self._config)
+        plan = plan_children(req, state, acting, self._config, joined)
         users_in_event = users_fit(
             plan, req.placement, self._config.event_type, self._api.server_name
         )

@@ -406,6 +406,20 @@ async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
     return frozenset(await store.get_rooms_for_user(user_id))
 
 
+async def joined_users(api: ModuleApi, room_id: str) -> frozenset[str]:
+    """The users joined to a room now, by ID.
+
+    Why internal: the module API's only way to a room's members is
+    ``get_room_state`` of every member event. In a 10,000-member parent that
+    loads 10,000 events, as many as Synapse's whole default event cache, on
+    each ``auto_assign: joined`` start and ejection check (docs/performance.md).
+    ``get_users_in_room`` is the cached store method Synapse's own
+    ``/joined_members`` and sync use; it returns IDs only.
+    """
+    store: Any = api._hs.get_datastores().main
+    return frozenset(await store.get_users_in_room(room_id))
+
+
 def missing_internals(api: ModuleApi) -> list[str]:
     """The handler methods (with their ``ratelimit`` parameter) and accessors
     this adapter calls that this Synapse lacks. (Its SQL on Synapse's tables
@@ -426,6 +440,16 @@ def missing_internals(api: ModuleApi) -> list[str]:
         ),
         ("HomeServer.get_instance_id()", lambda: hs.get_instance_id, None),
         ("HomeServer.get_datastores().main", lambda: hs.get_datastores().main, None),
+        (
+            "store.get_users_in_room",
+            lambda: hs.get_datastores().main.get_users_in_room,
+            None,
+        ),
+        (
+            "store.get_rooms_for_user",
+            lambda: hs.get_datastores().main.get_rooms_for_user,
+            None,
+        ),
     ]
     missing = []
     for name, get, parameter in wanted:

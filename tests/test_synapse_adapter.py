@@ -210,5 +210,32 @@ class RequiredInternalsTestCase(BreakoutTestCase):
             "EventCreationHandler.create_and_send_nonmember_event(ratelimit=)",
             "RoomMemberHandler.update_membership(ratelimit=)",
             "HomeServer.get_instance_id()",
+            "store.get_users_in_room",
+            "store.get_rooms_for_user",
         ):
             self.assertIn(name, message)
+
+
+class JoinedUsersTestCase(BreakoutTestCase):
+    """``joined_users``: a room's joined members by ID, as membership changes."""
+
+    def test_joined_only_and_kept_current(self) -> None:
+        host = self.register_user("host", "pass")
+        host_tok = self.login("host", "pass")
+        ann = self.register_user("ann", "pass")
+        ann_tok = self.login("ann", "pass")
+        bob = self.register_user("bob", "pass")
+        cat = self.register_user("cat", "pass")
+        cat_tok = self.login("cat", "pass")
+        room = self.helper.create_room_as(host, is_public=True, tok=host_tok)
+        assert room is not None
+        self.helper.join(room, ann, tok=ann_tok)
+        self.helper.join(room, cat, tok=cat_tok)
+        self.helper.invite(room, host, bob, tok=host_tok)  # invited: not joined
+
+        def joined() -> frozenset[str]:
+            return self.get_success(synapse_adapter.joined_users(self.module_api, room))
+
+        self.assertEqual(joined(), {host, ann, cat})
+        self.helper.leave(room, cat, tok=cat_tok)  # the cache follows
+        self.assertEqual(joined(), {host, ann})
