@@ -55,6 +55,9 @@ T = TypeVar("T")
 EVENT_CACHE_SIZE = 10_000
 #: Synapse's default ``caches.global_factor`` (the harness uses 1).
 CACHE_GLOBAL_FACTOR = 0.5
+#: How long a request may take: the reactor's clock moves 0.1 s per turn while
+#: the harness waits, and a split gives way (pacing.py) every slice.
+REQUEST_TIMEOUT_MS = 24 * 3600 * 1000
 #: Request bodies up to this size (an API call listing 50 rooms is over the
 #: harness's 4 KiB).
 MAX_REQUEST_BODY = 1024 * 1024
@@ -355,15 +358,20 @@ class Bench:
         body: JsonDict | None = None,
         token: str | None = None,
     ) -> FakeChannel:
-        """One HTTP request through the homeserver's resource tree."""
-        return make_request(
+        """One HTTP request through the homeserver's resource tree, waited
+        for as long as it takes (a ``wait: true`` split takes minutes, and gives
+        way between slices: pacing.py)."""
+        channel = make_request(
             self.reactor,
             self._site,
             method,
             path,
             body if body is not None else b"",
             access_token=token,
+            await_result=False,
         )
+        channel.await_result(timeout_ms=REQUEST_TIMEOUT_MS)
+        return channel
 
     def register(self, localpart: str, admin: bool = False) -> tuple[str, str]:
         """Register and log in a user over the APIs; (user ID, access token)."""

@@ -12,8 +12,9 @@ A lobby of N joined local members (built in bulk from real signed joins, as
   handler makes the same invites or joins (the limit for this machine).
 
 ``ratio`` is api over limit, per round. ``unrelated_messages``: the throughput
-of messages sent one after the other in another room while a split (``move:
-invite``, ``wait: false``) runs, over the same messages' throughput without.
+of ``MESSAGES_DURING`` messages sent one after the other in another room while
+a split (``move: invite``, ``wait: false``) runs, over the same messages'
+throughput without.
 ``scaling``: the API's seconds at each N, with a least-squares line over
 rooms + users. ``split_bounds`` (``--split-bounds``, a run of its own): the
 API's ``move: invite`` split at several placement concurrency bounds
@@ -50,6 +51,9 @@ PATHS = ("api", "limit")
 BOUNDS = (1, 2, 4, 8, 16)
 #: Messages in the unrelated room for the baseline.
 MESSAGES = 40
+#: Messages sent while the split runs (it gives way to them, pacing.py: sending
+#: until it ends would take many times its own length).
+MESSAGES_DURING = 400
 
 
 def _path(room_id: str) -> str:
@@ -205,15 +209,24 @@ def unrelated_messages(
         op_id = channel.json_body["operation_id"]
         sent = 0
         started = bench.timer.now()
-        while True:
+        while sent < MESSAGES_DURING:
             _send(bench, lobby.host, room_id, sent)
             sent += 1
             if sent % 10 == 0 and _operation_done(bench, lobby.token, op_id):
                 break
         during = sent / (bench.timer.now() - started)
-        logger.info("messages alone %.1f/s, during a split %.1f/s", alone, during)
+        logger.info(
+            "messages alone %.1f/s, during a split %.1f/s (%d sent)",
+            alone,
+            during,
+            sent,
+        )
+        if sent < MESSAGES_DURING:
+            logger.warning("the split ended before %d messages", MESSAGES_DURING)
         ratios.append(during / alone)
-        bench.pump()
+        # The rest of the split, alone.
+        while not _operation_done(bench, lobby.token, op_id):
+            bench.pump(1.0)
         end_breakout(bench, lobby)
     return ratios
 

@@ -34,3 +34,7 @@ RECOVERIES = Counter(
     "Operations left unfinished by a crash and rolled back, by outcome",
     ["outcome"],
 )
+GAVE_WAY = Counter(
+    "synapse_breakout_gave_way_seconds",
+    "Seconds splits held back while other work in the process was busy (pacing.py)",
+)

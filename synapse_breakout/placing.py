@@ -3,7 +3,7 @@
 After the commit, the users still ``planned`` in the journal (assignment.py)
 are invited or joined, ``PLACEMENT_CONCURRENCY`` child rooms at a time (Synapse
 changes memberships one at a time per room, so users of one room go one after
-the other). Results are written ``BATCH`` at a time. After a crash the
+the other), giving way to the rest of the process (pacing.py). Results are written ``BATCH`` at a time. After a crash the
 instance that runs background tasks goes on with the users still planned,
 checking first whether each already got in, so nobody is invited twice.
 Failures are collected in ``failed_users``; nothing is rolled back
@@ -28,6 +28,7 @@ from synapse_breakout.model import (
     PlacementMode,
     StartAnswer,
 )
+from synapse_breakout.pacing import Pacer
 from synapse_breakout.power import membership
 from synapse_breakout.store import Operation, OperationState, OperationStore
 
@@ -62,6 +63,8 @@ class Placer:
         self._place_one = place_one
         self.assignment = store.assignments
         self.concurrency = concurrency
+        #: Room creation (start.py) and placement give way through it.
+        self.pacer = Pacer(api)
 
     async def place_start(
         self, op: Operation, answer: StartAnswer, resumed: bool = False
@@ -208,15 +211,16 @@ class _Run:
             if already.get(user) == target:
                 error = None  # placed before the crash
             else:
-                error = await self._placer._place_one(
-                    self._acting,
-                    user,
-                    room_id,
-                    self._mode,
-                    self._rule,
-                    user in self._joined,
-                    already.get(user) == "invite",
-                )
+                async with self._placer.pacer.step():
+                    error = await self._placer._place_one(
+                        self._acting,
+                        user,
+                        room_id,
+                        self._mode,
+                        self._rule,
+                        user in self._joined,
+                        already.get(user) == "invite",
+                    )
             self._buffer.append(Outcome(index, user, error))
             if len(self._buffer) >= BATCH:
                 await self._flush()

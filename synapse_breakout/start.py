@@ -401,8 +401,11 @@ class Starter:
             # Break-outs make up to max_child_rooms rooms at once, past
             # Synapse's room-creation limit; moderator_starts_per_hour and
             # the caller checks (limits.py) bound them instead.
-            room_id, _ = await self._api.create_room(acting, config, ratelimit=False)
-            await self._store.record_room(op.op_id, room_id, index)
+            async with self._placement.placer.pacer.step():
+                room_id, _ = await self._api.create_room(
+                    acting, config, ratelimit=False
+                )
+                await self._store.record_room(op.op_id, room_id, index)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))
             )

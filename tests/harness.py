@@ -31,6 +31,12 @@ from tests import unittest
 
 MODULE = "synapse_breakout.BreakoutModule"
 BASE = "/_synapse/client/breakout/v1"
+#: How long (on the test clock) an API call may take. The harness's reactor
+#: moves its clock 0.1 s per turn while a request is waited for, and a start
+#: that places hundreds of users gives way to other traffic between slices of
+#: its work (pacing.py), each pause a turn or more: the harness's default of
+#: one second would cut it short.
+API_TIMEOUT_MS = 600_000
 UNSTABLE = "org.matrix.msc3985.breakout"
 ACTIVE = "ORG.MATRIX.MSC3985.BREAKOUT_ACTIVE"
 
@@ -137,7 +143,9 @@ class ParentRoomTestCase(BreakoutTestCase):
             BASE + path,
             body if body is not None else b"",
             access_token=tok if tok is not None else self.admin_tok,
+            await_result=False,
         )
+        channel.await_result(timeout_ms=API_TIMEOUT_MS)
         self.assertEqual(channel.code, expect, channel.json_body)
         return channel.json_body
 

@@ -1,0 +1,120 @@
+"""Giving way (pacing.py): a split takes turns with other traffic.
+
+The decisions are pure functions; the harness test sends a message in another
+room while a split places its users and checks the message did not wait for
+the split (before pacing, Synapse's harness ran the whole split inside the
+message's request, as one turn of the reactor).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from http import HTTPStatus
+from typing import Any
+
+from harness import ParentRoomTestCase, find_module
+from prometheus_client import REGISTRY
+from synapse.server import HomeServer
+from synapse.util.clock import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.trial import unittest
+
+from synapse_breakout.pacing import (
+    GIVE_WAY,
+    IDLE_TICKS,
+    MAX_PAUSE_SECONDS,
+    MAX_SLICE_SECONDS,
+    MIN_SLICE_SECONDS,
+    keep_giving_way,
+    next_slice,
+    tick_busy,
+)
+
+
+class DecisionsTestCase(unittest.TestCase):
+    def test_a_tick_is_busy_when_others_used_the_cpu(self) -> None:
+        # Others ran a 16 ms message while the split held back.
+        self.assertTrue(tick_busy(0.016))
+        # Part of a message, on a machine short of CPU (2 ms of a 9 ms tick).
+        self.assertTrue(tick_busy(0.002))
+        # An idle process: a timer's own cost; a test reactor turning.
+        self.assertFalse(tick_busy(0.0001))
+        self.assertFalse(tick_busy(0.00002))
+
+    def test_others_get_give_way_times_the_slice_while_busy(self) -> None:
+        worked = 0.1
+        self.assertTrue(keep_giving_way(0, 0.5, worked, 0.6))
+        self.assertFalse(keep_giving_way(0, GIVE_WAY * worked, worked, 1.3))
+        # One quiet tick (a gap between two messages) is not the end...
+        self.assertTrue(keep_giving_way(1, 0.5, worked, 0.6))
+        # ...but IDLE_TICKS of them are, however little others had.
+        self.assertFalse(keep_giving_way(IDLE_TICKS, 0.0, worked, 0.01))
+        # However busy: a split always goes on.
+        self.assertFalse(keep_giving_way(0, 0.1, 10.0, MAX_PAUSE_SECONDS))
+
+    def test_slices_double_while_idle_and_shrink_when_contended(self) -> None:
+        lengths = [MIN_SLICE_SECONDS]
+        for _ in range(8):
+            lengths.append(next_slice(lengths[-1], contended=False))
+        self.assertEqual(lengths[:3], [0.1, 0.2, 0.4])
+        self.assertEqual(lengths[-1], MAX_SLICE_SECONDS)
+        self.assertEqual(next_slice(MAX_SLICE_SECONDS, True), MIN_SLICE_SECONDS)
+
+
+#: Users in the split: several slices of work in the harness.
+SPLIT_USERS = 120
+
+
+class GivingWayTestCase(ParentRoomTestCase):
+    def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
+        super().prepare(reactor, clock, hs)
+        self.elsewhere = self.helper.create_room_as(self.mod, tok=self.mod_tok)
+        self.guests = [f"@guest{i:03d}:test" for i in range(SPLIT_USERS)]
+        api = hs.get_module_api()
+        for guest in self.guests:
+            self.get_success(
+                api.update_room_membership(guest, guest, self.parent, "join")
+            )
+
+    def operation(self, op_id: str) -> Any:
+        return self.call("GET", "/operations/" + urllib.parse.quote(op_id))
+
+    def placed(self, op_id: str) -> int:
+        progress: int = self.operation(op_id)["progress"]["users_placed"]
+        return progress
+
+    def test_a_message_elsewhere_goes_through_while_the_split_places_users(
+        self,
+    ) -> None:
+        rooms = [{"name": f"Room {i}", "users": self.guests[i::6]} for i in range(6)]
+        accepted = self.start(
+            {"rooms": rooms, "move": "invite", "wait": False},
+            expect=HTTPStatus.ACCEPTED,
+        )
+        op_id = accepted["operation_id"]
+        gave_way_before = REGISTRY.get_sample_value(
+            "synapse_breakout_gave_way_seconds_total"
+        )
+        self.reactor.advance(0)
+        before = self.placed(op_id)
+        self.helper.send(self.elsewhere, "hello", tok=self.mod_tok)
+        after_message = self.placed(op_id)
+        # The message did not wait for the split: most users were still to
+        # be placed when it was sent.
+        self.assertLess(after_message, SPLIT_USERS, (before, after_message))
+        while self.operation(op_id)["response"] is None:
+            self.reactor.advance(0.1)
+        answer = self.operation(op_id)["response"]
+        self.assertEqual(answer["failed_users"], [])
+        invited = {
+            user
+            for room in answer["rooms"]
+            for user in self.guests
+            if self.membership_in(room["room_id"], user) == "invite"
+        }
+        self.assertEqual(invited, set(self.guests))
+        # It gave way to the message at least once, and says so to Prometheus.
+        pacer = find_module(self.hs).operations.placement.placer.pacer
+        self.assertGreaterEqual(pacer.pauses, 1)
+        gave_way = REGISTRY.get_sample_value("synapse_breakout_gave_way_seconds_total")
+        self.assertGreater(gave_way - gave_way_before, 0)
