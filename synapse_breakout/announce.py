@@ -179,15 +179,16 @@ class Announcer:
         event_id: str,
         rooms: Iterable[str],
         message: str | None,
+        in_parent: bool = True,
     ) -> dict[str, str | SynapseError]:
         """``ended`` in each child (always with a message, when one was given)
-        and in the parent; the children's results."""
+        and, unless not ``in_parent``, in the parent; the children's results."""
         if not self.enabled and not message:
             return {}
         parent_link = await self.room_link(parent)
         results = await self.to_children(
             sender, rooms, notices.ended_in_child(event_id, parent_link, message)
         )
-        if self.enabled:
+        if self.enabled and in_parent:
             await self.send(sender, [(parent, notices.ended_in_parent(event_id))])
         return results

@@ -16,6 +16,7 @@ from synapse.module_api import EventBase, ModuleApi, StateMap
 from synapse_breakout import synapse_adapter
 from synapse_breakout.admin_api import BASE_PATH, BreakoutAdminResource, Operations
 from synapse_breakout.announce import Announcer
+from synapse_breakout.closing import Closer
 from synapse_breakout.config import (
     BREAKOUT_EVENT_TYPES,
     BreakoutConfig,
@@ -67,10 +68,11 @@ class BreakoutModule:
         parents = ParentRooms(config, api, store, self.journal)
         placement = Placement(config, api, store, parents)
         announcer = Announcer(config, api)
+        closer = Closer(store, parents, placement, announcer)
         starter = Starter(
-            config, api, store, self.journal, parents, placement, announcer
+            config, api, store, self.journal, parents, placement, announcer, closer
         )
-        running = RunningBreakouts(api, store, parents, placement, announcer)
+        running = RunningBreakouts(api, store, parents, placement, announcer, closer)
         deadlines = Deadlines(config, api, store, parents, placement, announcer)
         self.operations = Operations(
             parents,

@@ -15,6 +15,7 @@ from synapse.module_api.errors import SynapseError
 
 from synapse_breakout import notices
 from synapse_breakout.announce import Announcer
+from synapse_breakout.closing import Closer
 from synapse_breakout.content import current_breakout
 from synapse_breakout.journal import CREATION_MARKER
 from synapse_breakout.metrics import OPERATION_SECONDS, OPERATIONS
@@ -23,7 +24,6 @@ from synapse_breakout.model import (
     DescribeAnswer,
     DescribedRoom,
     EndAnswer,
-    ErrorJson,
     error_json,
 )
 from synapse_breakout.parent import InForce, ParentRooms, changed_meanwhile
@@ -49,7 +49,9 @@ class RunningBreakouts:
         parents: ParentRooms,
         placement: Placement,
         announcer: Announcer,
+        closer: Closer,
     ):
+        self._closer = closer
         self._api = api
         self._store = store
         self._parents = parents
@@ -158,10 +160,10 @@ class RunningBreakouts:
     ) -> EndAnswer:
         """End the parent's break-out, as ``DELETE`` (and the timer) does.
 
-        Sends the emptied event; posts ``ended`` notices (with ``message``) in
-        every own child and in the parent; withdraws the invitations to own
-        children that nobody accepted; with ``close_rooms`` removes every
-        member from the own children. The rooms themselves live on.
+        Sends the emptied event, then gives the own children what an end gives
+        them (closing.py: ``ended`` notices, with ``message``, there and in the
+        parent; invitations withdrawn, or with ``close_rooms`` every member
+        removed). The rooms themselves live on.
 
         Args:
             due_op: the timer's: end only if this operation's break-out is
@@ -197,19 +199,9 @@ class RunningBreakouts:
             if running is not None:
                 await self._store.claim_end(parent, running.op_id)
         inviter = running.acting_user if running is not None else None
-        entered, failed_rooms = await self._placement.enter_all(acting, own, inviter)
-        sent = await self._announcer.ended(
-            acting, parent, found.event.event_id, entered, message
+        failed_rooms = await self._closer.close(
+            acting, parent, found.event.event_id, own, inviter, message, close_rooms
         )
-        failed_rooms += [
-            {"room_id": room_id, **error_json(result)}
-            for room_id, result in sent.items()
-            if isinstance(result, SynapseError)
-        ]
-        for room_id in entered:
-            error = await self._empty_child(acting, room_id, close_rooms)
-            if error is not None:
-                failed_rooms.append({"room_id": room_id, **error})
         logger.info("Ended the break-out in %s (%s)", parent, ended.event_id)
         return {
             "event_id": ended.event_id,
@@ -221,20 +213,6 @@ class RunningBreakouts:
         """The break-out's own rooms, in the event's order."""
         own = await self._parents.own_rooms(parent, found.content)
         return [room_id for room_id in found.content.room_ids if room_id in own]
-
-    async def _empty_child(
-        self, acting: str, room_id: str, close_rooms: bool
-    ) -> ErrorJson | None:
-        """Withdraw the pending invitations, or with ``close_rooms`` remove
-        every member."""
-        try:
-            if close_rooms:
-                await self._placement.remove_members(acting, room_id)
-            else:
-                await self._placement.withdraw_invitations(acting, room_id)
-        except SynapseError as e:
-            return error_json(e)
-        return None
 
     async def broadcast(
         self, requester: str, parent: str, body: str

@@ -24,6 +24,7 @@ from synapse.module_api.errors import Codes, SynapseError
 from synapse_breakout import synapse_adapter
 from synapse_breakout.announce import Announcer
 from synapse_breakout.assignment import UserState
+from synapse_breakout.closing import Closer
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.content import (
     BREAKOUT_STATE,
@@ -130,7 +131,9 @@ class Starter:
         parents: ParentRooms,
         placement: Placement,
         announcer: Announcer,
+        closer: Closer,
     ):
+        self._closer = closer
         self._config = config
         self._api = api
         self._store = store
@@ -252,6 +255,9 @@ class Starter:
                 if current.event.type != self._config.event_type:
                     # Its emptying is sent after the commit: check it can be.
                     self._parents.check_acting_user(acting, state, current.event.type)
+                replaced = await self._closer.replaced(parent, current)
+            else:
+                replaced = None
             if journalled is not None:
                 journalled(op.op_id)  # checked and journalled: 202 (progress.py)
             event, rooms = await self._create_rooms_and_send(
@@ -286,6 +292,15 @@ class Starter:
                 logger.warning(
                     "Could not end the old %s in %s: %s", old.type, parent, e.msg
                 )
+        if replaced is not None:
+            # In the background: the answer and the placing do not wait.
+            self._api.run_as_background_process(
+                "breakout_close_replaced",
+                self._closer.close_replaced,
+                acting,
+                parent,
+                replaced,
+            )
         return await self._placed_and_announced(op, answer)
 
     async def _placed_and_announced(

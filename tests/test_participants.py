@@ -182,6 +182,27 @@ class EndingTestCase(ParentRoomTestCase):
         ).json_body
         self.assertNotIn(child, sync["rooms"].get("invite", {}))
 
+    def test_replace_ends_the_old_break_out_in_its_own_rooms(self) -> None:
+        old = self.start({"rooms": [{"name": "A", "users": self.users[:2]}]})
+        child = old["rooms"][0]["room_id"]
+        self.helper.join(child, self.users[0], tok=self.toks[self.users[0]])
+        new = self.start(
+            {"rooms": [{"name": "B", "users": self.users[2:4]}], "replace": True}
+        )
+        self.pump(1)
+        # The old room: told it ended, the invitation nobody took withdrawn,
+        # whoever is in stays (the room lives on, as after DELETE).
+        (ended,) = self.notices(child, "ended")
+        self.assertEqual(ended[EVENT_ID_KEY], old["event_id"])
+        self.assertEqual(self.membership_in(child, self.users[1]), "leave")
+        self.assertEqual(self.membership_in(child, self.users[0]), "join")
+        # The parent hears of the new break-out, not of an end.
+        self.assertEqual(self.notices(self.parent, "ended"), [])
+        self.assertEqual(len(self.notices(self.parent, "started")), 2)
+        new_child = new["rooms"][0]["room_id"]
+        self.assertEqual(self.membership_in(new_child, self.users[2]), "invite")
+        self.assertEqual(self.notices(new_child, "ended"), [])
+
     def test_deadline_end_withdraws_invitations_too(self) -> None:
         result = self.start(
             {"rooms": [{"name": "A", "users": self.users[:1]}], "duration_seconds": 5}
