@@ -5,7 +5,8 @@ clients. Synapse runs its Python on one thread, so work in flight takes turns:
 eight placement workers would leave a message sent elsewhere one turn in nine
 (docs/performance.md measured 0.03 of its pace during a 10,000-member split).
 
-So room creation and placement go through a :class:`Pacer`. They work in
+So room creation, placement and an end's withdrawals and removals go through
+a :class:`Pacer`. They work in
 slices; at the end of a slice the pacer lets what is in flight finish, starts
 nothing new, and watches the process in ticks of :data:`TICK_SECONDS`:
 

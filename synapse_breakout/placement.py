@@ -158,18 +158,22 @@ class Placement:
         )
 
     async def remove_members(self, acting: str, room_id: str) -> None:
-        """Remove everyone but ``acting`` from a child room."""
+        """Remove everyone but ``acting`` from a child room, giving way to
+        other traffic (pacing.py): an end may empty thousands."""
         members = await self._api.get_room_state(room_id, [("m.room.member", None)])
         for (_, user), event in members.items():
             if user != acting and member_event_in_room(event):
-                await self.remove(acting, user, room_id)
+                async with self.placer.pacer.step():
+                    await self.remove(acting, user, room_id)
 
     async def withdraw_invitations(self, acting: str, room_id: str) -> None:
-        """Withdraw the invitations to a child room that nobody accepted."""
+        """Withdraw the invitations to a child room that nobody accepted,
+        giving way to other traffic (pacing.py)."""
         members = await self._api.get_room_state(room_id, [("m.room.member", None)])
         for (_, user), event in members.items():
             if event.content.get("membership") == "invite":
-                await self.remove(acting, user, room_id)
+                async with self.placer.pacer.step():
+                    await self.remove(acting, user, room_id)
 
     async def eject_leavers(self, running: RunningBreakout) -> int:
         """Remove from the children of ``running`` every user who left or was
