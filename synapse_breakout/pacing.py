@@ -6,8 +6,7 @@ eight placement workers would leave a message sent elsewhere one turn in nine
 (docs/performance.md measured 0.03 of its pace during a 10,000-member split).
 
 So room creation, placement and an end's withdrawals and removals go through
-a :class:`Pacer`. They work in
-slices; at the end of a slice the pacer lets what is in flight finish, starts
+a :class:`Pacer`. They work in slices; at the end of a slice the pacer lets what is in flight finish, starts
 nothing new, and watches the process in ticks of :data:`TICK_SECONDS`:
 
 - once the process (every thread of it) used under :data:`BUSY_CPU_SECONDS` of
@@ -16,10 +15,12 @@ nothing new, and watches the process in ticks of :data:`TICK_SECONDS`:
 - otherwise the pacer keeps out of the way while others are busy, until they
   had :data:`GIVE_WAY` times the CPU the slice took (the split takes at most
   1/(1 + ``GIVE_WAY``) of a busy process), or :data:`MAX_PAUSE_SECONDS` passed;
-  the next slice is back to :data:`MIN_SLICE_SECONDS`.
+  the next slice is back to :data:`MIN_SLICE_SECONDS`, and runs one step at a
+  time (:attr:`Pacer.narrow`) so that others wait behind one step, not eight.
 
-An idle server pays two ticks per slice (10% at the shortest slice, 0.5% at
-the longest, which it reaches after five); a busy one gets nearly all of itself while a split goes on.
+An idle server pays three ticks per slice (15% at the shortest slice, under 1%
+at the longest, which it reaches after five); a busy one keeps nearly all of
+itself while a split goes on.
 The decisions are the pure functions :func:`tick_busy`, :func:`keep_giving_way`
 and :func:`next_slice`.
 """
@@ -49,8 +50,9 @@ TICK_SECONDS = 0.005
 #: CPU, not a share of the tick's time: on a machine short of CPU a busy
 #: process gets less than the wall clock's time.
 BUSY_CPU_SECONDS = 0.001
-#: Ticks in a row without others at work that end a pause.
-IDLE_TICKS = 2
+#: Ticks in a row without others at work that end a pause (a message being
+#: sent can leave a tick or two nearly idle while it waits on the database).
+IDLE_TICKS = 3
 #: Others get this many times the time of a slice while they are busy.
 GIVE_WAY = 12
 #: The longest one pause: a split always goes on, however busy the server.
@@ -113,9 +115,16 @@ class Pacer:
         self._last_step_ended = 0.0
         self._active = 0
         self._holding = False
+        #: One step at a time: the last pause found others busy.
+        self.narrow = False
         #: Pauses that found others busy, and the seconds spent in them.
         self.pauses = 0
         self.paused_seconds = 0.0
+
+    @property
+    def active(self) -> int:
+        """Steps running now."""
+        return self._active
 
     @contextlib.asynccontextmanager
     async def step(self) -> AsyncIterator[None]:
@@ -130,10 +139,8 @@ class Pacer:
             self._last_step_ended = self._wall()
 
     async def _turn(self) -> None:
-        if self._holding:
-            while self._holding:
-                await self._api.sleep(TICK_SECONDS)
-            return
+        while self._holding or (self.narrow and self._active):
+            await self._api.sleep(TICK_SECONDS)
         now = self._wall()
         if self._slice_began is None or (
             self._active == 0 and now - self._last_step_ended > MIN_SLICE_SECONDS
@@ -179,3 +186,4 @@ class Pacer:
                 "Gave way for %.2fs after a slice of %.2fs", now - began, worked
             )
         self.slice_seconds = next_slice(self.slice_seconds, contended)
+        self.narrow = contended

@@ -49,6 +49,7 @@ class DecisionsTestCase(unittest.TestCase):
         self.assertTrue(keep_giving_way(1, 0.5, worked, 0.6))
         # ...but IDLE_TICKS of them are, however little others had.
         self.assertFalse(keep_giving_way(IDLE_TICKS, 0.0, worked, 0.01))
+        self.assertTrue(keep_giving_way(IDLE_TICKS - 1, 0.0, worked, 0.01))
         # However busy: a split always goes on.
         self.assertFalse(keep_giving_way(0, 0.1, 10.0, MAX_PAUSE_SECONDS))
 
@@ -87,6 +88,16 @@ class GivingWayTestCase(ParentRoomTestCase):
         self,
     ) -> None:
         rooms = [{"name": f"Room {i}", "users": self.guests[i::6]} for i in range(6)]
+        placer = find_module(self.hs).operations.placement.placer
+        pacer = placer.pacer
+        place_one = placer._place_one
+        seen: list[tuple[bool, int]] = []
+
+        async def watched(*args: Any) -> Any:
+            seen.append((pacer.narrow, pacer.active))
+            return await place_one(*args)
+
+        placer._place_one = watched
         accepted = self.start(
             {"rooms": rooms, "move": "invite", "wait": False},
             expect=HTTPStatus.ACCEPTED,
@@ -114,7 +125,11 @@ class GivingWayTestCase(ParentRoomTestCase):
         }
         self.assertEqual(invited, set(self.guests))
         # It gave way to the message at least once, and says so to Prometheus.
-        pacer = find_module(self.hs).operations.placement.placer.pacer
         self.assertGreaterEqual(pacer.pauses, 1)
+        # Several rooms at once while nobody else was busy; after the message,
+        # one user at a time.
+        self.assertEqual(len(seen), SPLIT_USERS)
+        self.assertGreater(max(active for narrow, active in seen if not narrow), 1)
+        self.assertEqual({active for narrow, active in seen if narrow}, {1})
         gave_way = REGISTRY.get_sample_value("synapse_breakout_gave_way_seconds_total")
         self.assertGreater(gave_way - gave_way_before, 0)
