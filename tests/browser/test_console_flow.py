@@ -170,6 +170,11 @@ def test_05_host_drags_a_person_to_another_room(flow: Flow) -> None:
     flow.column("Room 2").locator(f'li[data-user="{user}"]').wait_for()
     flow.column("Room 1").locator(f'li[data-user="{user}"]').wait_for(state="detached")
     assert flow.room_of(user)["room_id"] == by_name["Room 2"]["room_id"]
+    # The column moves with the event, which the move sends before it
+    # invites: the console's next look shows the invitation.
+    flow.column("Room 2").locator(f'li[data-user="{user}"]').get_by_text(
+        "invited"
+    ).wait_for()
     room1, room2 = by_name["Room 1"]["room_id"], by_name["Room 2"]["room_id"]
     assert flow.server.membership(room2, user, flow.host_token) == "invite"
     assert flow.server.membership(room1, user, flow.host_token) == "leave"
