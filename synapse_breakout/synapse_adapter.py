@@ -1,0 +1,473 @@
+"""The few Synapse internals the public module API does not offer, in one place.
+
+Everything else in the module goes through ``synapse.module_api``. Each function
+here says why it must reach further, checks the shape of what it touches and
+falls back safely when a Synapse release changes it. ``tests/test_synapse_adapter.py``
+runs them against the installed Synapse.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import inspect
+import logging
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
+
+from synapse.api.errors import ModuleFailedException, SynapseError
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.module_api import EventBase, ModuleApi
+from synapse.module_api.errors import ConfigError
+from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
+from synapse.types import UserID, create_requester
+
+logger = logging.getLogger(__name__)
+
+#: The version of child rooms when the parent's cannot have a "restricted" rule.
+DEFAULT_CHILD_VERSION = "12"
+
+
+def creators_outrank_everyone(room_version: str) -> bool:
+    """Whether the room version gives its creators unlimited power (MSC4289).
+
+    Why internal: the module API does not describe room versions; Synapse's
+    ``KNOWN_ROOM_VERSIONS`` is where their rules live. An unknown version
+    answers False (the rules of the versions before 12).
+    """
+    known = KNOWN_ROOM_VERSIONS.get(room_version)
+    return known is not None and known.msc4289_creator_power_enabled
+
+
+def child_room_version(parent_version: str) -> str:
+    """The version of a child room: its parent's, if it allows "restricted".
+
+    Why internal: as ``creators_outrank_everyone``. A version too old for
+    "restricted" (or unknown here) gives ``DEFAULT_CHILD_VERSION``.
+    """
+    known = KNOWN_ROOM_VERSIONS.get(parent_version)
+    if known is None or not known.restricted_join_rule:
+        return DEFAULT_CHILD_VERSION
+    return parent_version
+
+
+def _known_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
+    txn.execute(
+        "SELECT DISTINCT room_id FROM state_events"
+        f" WHERE type = 'm.room.create' AND state_key = '' AND {clause}",
+        args,
+    )
+    return {row[0] for row in txn}
+
+
+def _existing_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
+    txn.execute(f"SELECT room_id FROM rooms WHERE {clause}", args)
+    return {row[0] for row in txn}
+
+
+async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
+    """The rooms among ``room_ids`` that Synapse still has (not purged).
+
+    Why internal: a purged room, or an empty shell a crash left, has no state
+    for ``get_room_state`` to show; only Synapse's ``rooms`` table says whether
+    the room is still registered. One query for all of them.
+    """
+    wanted = sorted(set(room_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_existing_rooms", _existing_rooms_txn, wanted
+    )
+
+
+async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
+    """The rooms among ``room_ids`` whose create event this server holds.
+
+    Why internal: the module API can only look up one room at a time
+    (``get_room_state``, and it raises for unknown rooms); a break-out lists up
+    to ``max_child_rooms`` children and must cost one query, whatever their
+    number. So this reads Synapse's ``state_events`` table, which holds every
+    state event the server has stored, through the public
+    ``run_db_interaction``.
+    """
+    wanted = sorted(set(room_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_rooms_with_create_event", _known_rooms_txn, wanted
+    )
+
+
+def skip_state_load_for_other_event_types(
+    api: ModuleApi, callback: Callable[..., Any], event_types: Collection[str]
+) -> bool:
+    """Keep Synapse from loading a room's state for events the module ignores.
+
+    Why internal: once any ``check_event_allowed`` callback is registered,
+    Synapse fetches the full state of the room before every local event, to
+    hand it to the callbacks; for a message in a large room whose state is not
+    in the event cache that is the whole cost (see docs/performance.md). The
+    module API offers no way to say which event types a callback wants. So this
+    wraps Synapse's dispatcher: for an event whose type is not in
+    ``event_types``, when the only registered callbacks are ``callback``
+    (which would allow it), it answers "allowed" without loading state. Any
+    other module's callback, or any break-out event, goes through Synapse's own
+    dispatcher unchanged.
+
+    Returns:
+        Whether the shortcut is in place (False: Synapse's layout is not the
+        one this was written for, and everything stays as Synapse does it).
+    """
+    hs = getattr(api, "_hs", None)
+    rules = hs.get_module_api_callbacks().third_party_event_rules if hs else None
+    callbacks = getattr(rules, "_check_event_allowed_callbacks", None)
+    original = getattr(rules, "check_event_allowed", None)
+    if (
+        not isinstance(callbacks, list)
+        or original is None
+        or list(inspect.signature(original).parameters) != ["event", "context"]
+    ):
+        logger.warning(
+            "synapse_breakout: this Synapse's third-party rules dispatcher is not "
+            "the one expected; every event will load its room's state"
+        )
+        return False
+    if getattr(original, "_breakout_filtered", False):
+        return True
+    freezes = dispatcher_freezes_events(original)
+    if freezes:
+        logger.info(
+            "synapse_breakout: this Synapse freezes events before the third-party"
+            " rules; break-out events are checked without freezing them"
+        )
+
+    @functools.wraps(original)
+    async def check_event_allowed(
+        event: EventBase, context: Any
+    ) -> tuple[bool, dict[str, Any] | None]:
+        if all(cb == callback for cb in callbacks):
+            if event.type not in event_types:
+                return True, None
+            if freezes:
+                return await _check_unfrozen(hs, callback, event, context)
+        result: tuple[bool, dict[str, Any] | None] = await original(event, context)
+        return result
+
+    check_event_allowed._breakout_filtered = True  # type: ignore[attr-defined]
+    rules.check_event_allowed = check_event_allowed  # type: ignore[union-attr]
+    return True
+
+
+def dispatcher_freezes_events(check_event_allowed: Callable[..., Any]) -> bool:
+    """Whether Synapse's third-party rules dispatcher freezes the event it checks.
+
+    Why it matters: some releases (1.141 among them) call ``event.freeze()``
+    before the callbacks, which turns the event's ``auth_events`` list into a
+    tuple; in a room version 12 room Synapse then fails to send the event
+    ("can only concatenate tuple (not list) to tuple", a 500). Newer releases
+    do not freeze. Read from the dispatcher's source; where the source cannot
+    be read, assume it freezes (the unfrozen path is correct on every release).
+    """
+    try:
+        source = inspect.getsource(check_event_allowed)
+    except (OSError, TypeError):
+        return True
+    return ".freeze()" in source
+
+
+async def _check_unfrozen(
+    hs: Any, callback: Callable[..., Any], event: EventBase, context: Any
+) -> tuple[bool, dict[str, Any] | None]:
+    """Run ``callback`` as Synapse's dispatcher does, without freezing ``event``.
+
+    Why internal: see ``dispatcher_freezes_events``. The state handed over is
+    the one Synapse's dispatcher loads: the event's previous state, from the
+    event store. A failure other than a ``SynapseError`` becomes Synapse's
+    ``ModuleFailedException``, as in the dispatcher.
+    """
+    prev_state_ids = await context.get_prev_state_ids()
+    events = await hs.get_datastores().main.get_events(prev_state_ids.values())
+    state = {(e.type, e.state_key): e for e in events.values()}
+    try:
+        allowed, replacement = await callback(event, state)
+    except SynapseError:
+        raise
+    except Exception as e:
+        raise ModuleFailedException(
+            "Failed to run `check_event_allowed` module API callback"
+        ) from e
+    if allowed is False:
+        return False, None
+    return True, replacement if isinstance(replacement, dict) else None
+
+
+async def send_event(api: ModuleApi, event_dict: dict[str, Any]) -> EventBase:
+    """Send a non-membership event as a local user, without rate limiting.
+
+    Why internal: ``ModuleApi.create_and_send_event_into_room`` applies the
+    sender's message rate limit (``rc_message``). A host's break-out sends a
+    notice to every child room at once (broadcast, end), which the default
+    limit (0.2/s, burst 10) would refuse half-way. The event still passes every
+    event rule and authorization check.
+    """
+    requester = create_requester(
+        event_dict["sender"], authenticated_entity=api.server_name
+    )
+    handler = api._hs.get_event_creation_handler()
+    event, _ = await handler.create_and_send_nonmember_event(
+        requester, event_dict, ratelimit=False
+    )
+    return event
+
+
+async def update_membership(
+    api: ModuleApi, sender: str, target: str, room_id: str, membership: str
+) -> str:
+    """Change a membership as a local user, without rate limiting.
+
+    Why internal: ``ModuleApi.update_room_membership`` applies the invite and
+    join rate limits (``rc_invites``, ``rc_joins``: bursts of about 10), and a
+    break-out moves up to ``max_users_per_room`` users per room in one call.
+    Authorization is unchanged: the sender still needs the power to invite or
+    kick, and a join still obeys the room's join rule.
+
+    Returns:
+        The event ID of the membership event.
+    """
+    requester = create_requester(sender, authenticated_entity=api.server_name)
+    event_id, _ = await api._hs.get_room_member_handler().update_membership(
+        requester=requester,
+        target=UserID.from_string(target),
+        room_id=room_id,
+        action=membership,
+        ratelimit=False,
+    )
+    return event_id
+
+
+def _created_rooms_txn(
+    txn: LoggingTransaction, sender: str, since_ts: int
+) -> list[str]:
+    txn.execute(
+        "SELECT room_id FROM events WHERE type = 'm.room.create' AND sender = ?"
+        " AND origin_server_ts >= ?",
+        (sender, since_ts),
+    )
+    return [row[0] for row in txn]
+
+
+async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[str]:
+    """Rooms whose create event ``sender`` sent at or after ``since_ts`` (ms).
+
+    Why internal: a crash can fall between Synapse persisting a child room's
+    create event and the module journalling the room; recovery finds such
+    rooms by their creator and creation time (then checks the operation marker
+    in their create event through the public ``get_room_state``). No module
+    API lists rooms by creator.
+    """
+    return await api.run_db_interaction(
+        "breakout_rooms_created_by", _created_rooms_txn, sender, since_ts
+    )
+
+
+def _accepted_events_txn(
+    txn: LoggingTransaction, event_ids: list[str], rejected: bool
+) -> set[str]:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "e.event_id", event_ids)
+    test = "EXISTS" if rejected else "NOT EXISTS"
+    txn.execute(
+        f"SELECT e.event_id FROM events e WHERE {clause} AND {test}"
+        " (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)",
+        args,
+    )
+    return {row[0] for row in txn}
+
+
+async def stored_events(
+    api: ModuleApi, event_ids: Iterable[str], rejected: bool = False
+) -> set[str]:
+    """The events among ``event_ids`` that Synapse stored and did not reject
+    (``rejected``: that it stored as rejected).
+
+    Why internal: the spam-checker hook runs before Synapse authorises an
+    event, and the module API has no callback for an event's outcome nor a
+    way to ask whether an event was rejected (``rejections`` table). One
+    query for all of them.
+    """
+    wanted = sorted(set(event_ids))
+    if not wanted:
+        return set()
+    return await api.run_db_interaction(
+        "breakout_stored_events", _accepted_events_txn, wanted, rejected
+    )
+
+
+def _release_locks_txn(
+    txn: LoggingTransaction, room_ids: list[str], instance_id: str
+) -> int:
+    clause, args = make_in_list_sql_clause(txn.database_engine, "lock_key", room_ids)
+    txn.execute(
+        f"DELETE FROM worker_read_write_locks WHERE {clause} AND instance_name != ?",
+        [*args, instance_id],
+    )
+    return txn.rowcount
+
+
+async def release_other_processes_room_locks(
+    api: ModuleApi, room_ids: Iterable[str]
+) -> int:
+    """Drop the room locks other processes hold on rooms of a dead operation.
+
+    Why internal: a process killed while sending an event into a room leaves
+    its read lock on that room in Synapse's ``worker_read_write_locks`` table
+    until the lock times out (2 minutes), and purging the room waits for it.
+    The rooms here belong to an operation whose process is gone: no live
+    process has a reason to hold a lock on them, so their locks are dropped
+    (as Synapse's own reaper drops stale ones: a plain delete; its triggers
+    tidy the rest) and the purge can start at once. Locks of this process are
+    kept. No module API touches locks.
+
+    Returns:
+        How many locks were dropped.
+    """
+    wanted = sorted(set(room_ids))
+    if not wanted:
+        return 0
+    return await api.run_db_interaction(
+        "breakout_release_room_locks",
+        _release_locks_txn,
+        wanted,
+        api._hs.get_instance_id(),
+    )
+
+
+async def user_for_openid_token(api: ModuleApi, token: str) -> str | None:
+    """The local user an OpenID token of this homeserver was issued to, if valid.
+
+    Why internal: the public way to check such a token is the homeserver's own
+    federation endpoint ``/_matrix/federation/v1/openid/userinfo``, served on
+    the federation listener, which the server often cannot reach itself (it
+    may be behind a proxy, on another port, or federation may be off). That
+    endpoint answers from Synapse's ``open_id_tokens`` table through
+    ``get_user_id_for_open_id_token(token, now)``; this makes the same call,
+    so a token is valid here exactly when the endpoint would accept it (issued
+    by this server, not expired). No module API checks OpenID tokens.
+
+    Returns:
+        The user ID, or None for an unknown or expired token, or when this
+        Synapse's store has no such method (then no token is accepted).
+    """
+    hs = api._hs
+    lookup = getattr(hs.get_datastores().main, "get_user_id_for_open_id_token", None)
+    if lookup is None:
+        logger.warning(
+            "synapse_breakout: this Synapse cannot check OpenID tokens; the "
+            "console's widget sign-in is refused"
+        )
+        return None
+    user_id = await lookup(token, api.get_current_time_msec())
+    return user_id if isinstance(user_id, str) else None
+
+
+def console_session_key(api: ModuleApi) -> bytes:
+    """A secret key, the same on every worker, to sign console sessions with.
+
+    Why internal: console sessions are signed rather than stored, so that any
+    worker can check them and nothing accumulates in the database. The key
+    must be secret and shared by every process of the homeserver, and the only
+    such secret a module can reach is Synapse's ``macaroon_secret_key`` (the
+    one it signs its own login tokens with; Synapse derives it from the
+    signing key when it is not configured). The module never uses it
+    directly: it derives its own key from it with HMAC-SHA256 and a label.
+    """
+    secret = api._hs.config.key.macaroon_secret_key
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, bytes) or not secret:
+        raise RuntimeError("this Synapse has no macaroon_secret_key")
+    return hmac.new(
+        secret, b"synapse_breakout console session v1", hashlib.sha256
+    ).digest()
+
+
+async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
+    """The rooms a local user is joined to.
+
+    Why internal: the console lists the rooms where its user may start a
+    break-out (the rooms they are joined to), and no module API lists a
+    user's rooms; ``get_rooms_for_user`` is the cached store method Synapse's
+    own ``/joined_rooms`` servlet uses.
+    """
+    # Typed as Any: mypy reads Synapse's @cached descriptor as an unbound method.
+    store: Any = api._hs.get_datastores().main
+    return frozenset(await store.get_rooms_for_user(user_id))
+
+
+async def joined_users(api: ModuleApi, room_id: str) -> frozenset[str]:
+    """The users joined to a room now, by ID.
+
+    Why internal: the module API's only way to a room's members is
+    ``get_room_state`` of every member event. In a 10,000-member parent that
+    loads 10,000 events, as many as Synapse's whole default event cache, on
+    each ``auto_assign: joined`` start and ejection check (docs/performance.md).
+    ``get_users_in_room`` is the cached store method Synapse's own
+    ``/joined_members`` and sync use; it returns IDs only.
+    """
+    store: Any = api._hs.get_datastores().main
+    return frozenset(await store.get_users_in_room(room_id))
+
+
+def missing_internals(api: ModuleApi) -> list[str]:
+    """The handler methods (with their ``ratelimit`` parameter) and accessors
+    this adapter calls that this Synapse lacks. (Its SQL on Synapse's tables
+    runs in the tests against the lowest and the newest release.)"""
+    hs = getattr(api, "_hs", None)
+    if hs is None:
+        return ["ModuleApi._hs"]
+    wanted: list[tuple[str, Callable[[], Any], str | None]] = [
+        (
+            "EventCreationHandler.create_and_send_nonmember_event(ratelimit=)",
+            lambda: hs.get_event_creation_handler().create_and_send_nonmember_event,
+            "ratelimit",
+        ),
+        (
+            "RoomMemberHandler.update_membership(ratelimit=)",
+            lambda: hs.get_room_member_handler().update_membership,
+            "ratelimit",
+        ),
+        ("HomeServer.get_instance_id()", lambda: hs.get_instance_id, None),
+        ("HomeServer.get_datastores().main", lambda: hs.get_datastores().main, None),
+        (
+            "store.get_users_in_room",
+            lambda: hs.get_datastores().main.get_users_in_room,
+            None,
+        ),
+        (
+            "store.get_rooms_for_user",
+            lambda: hs.get_datastores().main.get_rooms_for_user,
+            None,
+        ),
+    ]
+    missing = []
+    for name, get, parameter in wanted:
+        try:
+            target = get()
+            if parameter is not None and (
+                parameter not in inspect.signature(target).parameters
+            ):
+                missing.append(name)
+        except (AttributeError, TypeError, ValueError):
+            missing.append(name)
+    return missing
+
+
+def require_internals(api: ModuleApi) -> None:
+    """Stop start-up with a ``ConfigError`` naming the internals Synapse lacks."""
+    if missing := missing_internals(api):
+        raise ConfigError(
+            f"synapse_breakout cannot run on this Synapse: it lacks {', '.join(missing)}"
+            " (see docs/operations.md, Supported Synapse releases)"
+        )
