@@ -100,6 +100,21 @@ def _planned_txn(txn: LoggingTransaction, op_id: str) -> list[Assigned]:
     return [Assigned(row[0], row[1]) for row in txn]
 
 
+def _fail_planned_txn(txn: LoggingTransaction, op_id: str, error: ErrorJson) -> int:
+    txn.execute(
+        "UPDATE breakout_op_users SET state = ?, errcode = ?, error = ?"
+        " WHERE op_id = ? AND state = ?",
+        (
+            UserState.FAILED.value,
+            error["errcode"],
+            error["error"],
+            op_id,
+            UserState.PLANNED.value,
+        ),
+    )
+    return txn.rowcount
+
+
 def _failed_txn(txn: LoggingTransaction, op_id: str) -> list[FailedUser]:
     txn.execute(
         "SELECT user_id, errcode, error FROM breakout_op_users"
@@ -258,6 +273,13 @@ class AssignmentStore:
         """The users of ``op_id`` still to place, in plan order."""
         return await self._api.run_db_interaction(
             "breakout_planned_users", _planned_txn, op_id
+        )
+
+    async def fail_planned(self, op_id: str, error: ErrorJson) -> int:
+        """Give up on the users of ``op_id`` still planned, with ``error``;
+        returns how many there were."""
+        return await self._api.run_db_interaction(
+            "breakout_fail_planned_users", _fail_planned_txn, op_id, error
         )
 
     async def failed(self, op_id: str) -> list[FailedUser]:

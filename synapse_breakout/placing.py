@@ -8,6 +8,12 @@ instance that runs background tasks goes on with the users still planned,
 checking first whether each already got in, so nobody is invited twice.
 Failures are collected in ``failed_users``; nothing is rolled back
 (docs/operations.md, docs/performance.md for the bound).
+
+A pass that stops on an error of its own (a database error writing results,
+say: one user's failure is only a ``failed_users`` entry) is tried again,
+checking each user's membership first as after a crash, ``ATTEMPTS`` times in
+all; then the users still planned fail with ``PLACEMENT_STOPPED``, so the
+operation always gets its answer while its process lives.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, cast
 
 from synapse.module_api import ModuleApi, make_deferred_yieldable, run_in_background
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.assignment import Outcome, UserState
@@ -38,6 +45,16 @@ logger = logging.getLogger(__name__)
 PLACEMENT_CONCURRENCY = 8
 #: Placement results written per transaction.
 BATCH = 100
+#: Passes over a start's planned users before giving up on the rest.
+ATTEMPTS = 3
+#: Seconds before the second pass; doubled before each next one.
+RETRY_SECONDS = 5.0
+#: What the users still planned get when every pass stopped on an error.
+PLACEMENT_STOPPED: ErrorJson = {
+    "errcode": "M_UNKNOWN",
+    "error": "placing users stopped on a server error (see its log); "
+    "this user may not be in the room",
+}
 
 #: ``Placement.place``: (acting, user, room, mode, join rule, joined to the
 #: parent, invited) -> error.
@@ -46,6 +63,16 @@ PlaceOne = Callable[
 ]
 #: Whether the process that owns an operation is gone (``Journal.abandoned``).
 Abandoned = Callable[[Operation, int], bool]
+
+
+class TakenOverError(Exception):
+    """This process was taken for dead while placing a start's users, and
+    another one goes on with them (journal.py): this one stops, with the
+    answer as far as it got, and neither stores nor announces it."""
+
+    def __init__(self, answer: StartAnswer):
+        super().__init__(answer["event_id"])
+        self.answer = answer
 
 
 class Placer:
@@ -90,20 +117,79 @@ class Placer:
                 joined = await self._joined_to_parent(
                     op.parent_room_id, [a.user_id for a in planned]
                 )
-            run = _Run(self, op, op.acting_user, mode, resumed, joined)
-            await run.all(
+            ours = await self._passes(
+                op,
+                op.acting_user,
+                mode,
+                resumed,
+                joined,
                 [
                     (i, rooms[i], users)
                     for i, users in sorted(by_room.items())
                     if i in rooms
-                ]
+                ],
             )
+            if not ours:
+                answer["failed_users"] = await self.assignment.failed(op.op_id)
+                raise TakenOverError(answer)
         answer["failed_users"] = await self.assignment.failed(op.op_id)
         # "placed": the answer is final (GET /operations shows it from now on).
         await self._store.set_response(
             op.op_id, {"status": 200, "body": answer, "placed": True}
         )
         return answer
+
+    async def _passes(
+        self,
+        op: Operation,
+        acting: str,
+        mode: PlacementMode,
+        resumed: bool,
+        joined: frozenset[str],
+        rooms: list[tuple[int, str, list[str]]],
+    ) -> bool:
+        """Place ``rooms``' users, in up to ``ATTEMPTS`` passes; the users
+        still planned after the last one fail (``PLACEMENT_STOPPED``).
+        False if another process took the operation over meanwhile."""
+        delay = RETRY_SECONDS
+        owner = await self._owner(op.op_id)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await _Run(self, op, acting, mode, resumed, joined).all(rooms)
+                return True
+            except Exception:
+                logger.exception(
+                    "Placing the users of break-out %s stopped (pass %d of %d)",
+                    op.op_id,
+                    attempt,
+                    ATTEMPTS,
+                )
+            if attempt < ATTEMPTS:
+                await self._api.sleep(delay)
+                delay *= 2
+            if await self._owner(op.op_id) != owner:
+                # Taken for dead meanwhile: the process that took it goes on.
+                logger.warning("Break-out %s is placed by another process", op.op_id)
+                return False
+            if attempt < ATTEMPTS:
+                # Some of the last pass may be in without their result written.
+                resumed = True
+                planned = {a.user_id for a in await self.assignment.planned(op.op_id)}
+                rooms = [
+                    (i, room, [u for u in users if u in planned])
+                    for i, room, users in rooms
+                ]
+        given_up = await self.assignment.fail_planned(op.op_id, PLACEMENT_STOPPED)
+        logger.error("Gave up placing %d users of break-out %s", given_up, op.op_id)
+        return True
+
+    async def _owner(self, op_id: str) -> str | None:
+        """The token of the process placing ``op_id`` (journal.py), None
+        once it is no longer being placed."""
+        op = await self._store.get(op_id)
+        if op is None or op.state != OperationState.COMMITTED:
+            return None
+        return op.process_token
 
     async def _joined_to_parent(
         self, parent: str, users: Sequence[str]
@@ -183,17 +269,28 @@ class _Run:
 
     async def all(self, rooms: Sequence[tuple[int, str, list[str]]]) -> None:
         """Place the users of each (index, room ID, users)."""
-        self._queue = list(reversed(rooms))
+        self._queue = [room for room in reversed(rooms) if room[2]]
         workers = [
             run_in_background(self._worker)
-            for _ in range(min(self._placer.concurrency, len(rooms)))
+            for _ in range(min(self._placer.concurrency, len(self._queue)))
         ]
-        await make_deferred_yieldable(defer.gatherResults(workers, consumeErrors=True))
+        # Every worker ends (one that fails stops the others taking rooms)
+        # before the results are written and the first failure is raised.
+        results = await make_deferred_yieldable(
+            defer.DeferredList(workers, consumeErrors=True)
+        )
         await self._flush()
+        for ok, result in results:
+            if not ok:
+                cast(Failure, result).raiseException()
 
     async def _worker(self) -> None:
-        while self._queue:
-            await self._room(*self._queue.pop())
+        try:
+            while self._queue:
+                await self._room(*self._queue.pop())
+        except Exception:
+            self._queue.clear()
+            raise
 
     async def _room(self, index: int, room_id: str, users: list[str]) -> None:
         already: dict[str, Any] = {}

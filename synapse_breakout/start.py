@@ -54,6 +54,7 @@ from synapse_breakout.model import (
 )
 from synapse_breakout.parent import COPIED_STATE, ParentRooms, under_way
 from synapse_breakout.placement import Placement
+from synapse_breakout.placing import TakenOverError
 from synapse_breakout.power import (
     child_power_levels,
     room_version,
@@ -311,7 +312,10 @@ class Starter:
         Args:
             resumed: a placement a dead process began (placing.py).
         """
-        answer = await self._placement.placer.place_start(op, answer, resumed)
+        try:
+            answer = await self._placement.placer.place_start(op, answer, resumed)
+        except TakenOverError as e:
+            return e.answer  # the process that took it over announces it
         assert op.acting_user is not None  # every start operation has one
         self._announcer.after_start(
             op.acting_user,

@@ -15,6 +15,7 @@ from test_faults import faults
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
+from synapse_breakout import placing
 from synapse_breakout.journal import CREATION_MARKER
 
 
@@ -55,6 +56,15 @@ class ProgressTestCase(ParentRoomTestCase):
 
     def operation(self, op_id: str, **kw: Any) -> Any:
         return self.call("GET", "/operations/" + urllib.parse.quote(op_id), **kw)
+
+    def answered(self, op_id: str) -> Any:
+        """The operation once it has its answer, moving the clock on."""
+        for _ in range(10_000):
+            seen = self.operation(op_id)
+            if seen["response"] is not None:
+                return seen
+            self.reactor.advance(0.5)
+        self.fail(f"{op_id} got no answer")
 
     def start_in_background(self, body: dict[str, Any], **kw: Any) -> str:
         accepted = self.start({**body, "wait": False}, expect=HTTPStatus.ACCEPTED, **kw)
@@ -228,6 +238,11 @@ class ProgressTestCase(ParentRoomTestCase):
 
         async def dies_after_three(*args: Any) -> Any:
             if len(placed) == 3:
+                # Its lease ran out (journal.py): another process may take
+                # the operation over, and does here, before it tries again.
+                op = await self.module.operation_store.get(op_id)
+                assert op is not None
+                await placer.assignment.claim(op_id, op.process_token, "master", "dead")
                 raise RuntimeError("the process died")
             placed.append(args[1])
             return await place_one(*args)
@@ -236,19 +251,13 @@ class ProgressTestCase(ParentRoomTestCase):
         op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
         self.pump(1)
         placer._place_one = place_one
-        # Three were invited, none journalled yet (results go in batches).
+        # Three were invited and journalled; the process that was taken for
+        # dead stopped without an answer.
         left = self.operation(op_id)
         self.assertEqual(left["state"], "committed")
         self.assertIsNone(left["response"])
-        self.assertEqual(left["progress"]["users_placed"], 0)
+        self.assertEqual(left["progress"]["users_placed"], 3)
         self.assertIsNotNone(self.call("GET", self.room_path())["operation"])
-        op = self.get_success(self.module.operation_store.get(op_id))
-        assert op is not None
-        self.assertTrue(
-            self.get_success(
-                placer.assignment.claim(op_id, op.process_token, "master", "dead")
-            )
-        )
         self.get_success(self.module.lifecycle.recover())
         self.pump(1)
         final = self.operation(op_id)
@@ -258,4 +267,56 @@ class ProgressTestCase(ParentRoomTestCase):
         invited = [u for room in rooms.values() for u in self.invites_in(room)]
         self.assertEqual(sorted(invited), sorted(self.users))  # each exactly once
         self.assertEqual(self.get_success(placer.assignment.planned(op_id)), [])
+        self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    def test_a_pass_that_stops_on_a_server_error_is_tried_again_without_repeats(
+        self,
+    ) -> None:
+        placer = self.module.operations.placement.placer
+        placer.concurrency = 1
+        record = placer.assignment.record
+        failures: list[int] = []
+
+        async def loses_the_first_batch(op_id: str, outcomes: Any) -> None:
+            if not failures:
+                failures.append(len(outcomes))
+                raise RuntimeError("database connection lost")
+            await record(op_id, outcomes)
+
+        placer.assignment.record = loses_the_first_batch  # type: ignore[method-assign]
+        op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
+        final = self.answered(op_id)
+        self.assertEqual(failures, [len(self.users)])  # every result was lost
+        self.assertEqual(final["state"], "committed")
+        self.assertEqual(final["response"]["failed_users"], [])
+        self.assertEqual(final["progress"]["users_placed"], len(self.users))
+        rooms = self.get_success(placer.assignment.room_ids(op_id))
+        invited = [u for room in rooms.values() for u in self.invites_in(room)]
+        self.assertEqual(sorted(invited), sorted(self.users))  # each exactly once
+        self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    def test_placing_that_keeps_stopping_gives_its_users_up_with_an_answer(
+        self,
+    ) -> None:
+        placer = self.module.operations.placement.placer
+        calls: list[str] = []
+
+        async def broken(*args: Any) -> Any:
+            calls.append(args[1])
+            raise RuntimeError("a bug in the placing loop")
+
+        placer._place_one = broken
+        op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
+        final = self.answered(op_id)
+        # Each pass stopped at its first user, in one room or both, and a
+        # stopped pass takes no further room.
+        self.assertGreaterEqual(len(calls), placing.ATTEMPTS)
+        self.assertLessEqual(len(calls), 2 * placing.ATTEMPTS)
+        rooms = self.get_success(placer.assignment.room_ids(op_id))
+        self.assertEqual([u for r in rooms.values() for u in self.invites_in(r)], [])
+        failed = final["response"]["failed_users"]
+        self.assertEqual(sorted(f["user_id"] for f in failed), sorted(self.users))
+        self.assertEqual({f["errcode"] for f in failed}, {"M_UNKNOWN"})
+        self.assertIn("server error", failed[0]["error"])
+        self.assertEqual(final["progress"]["failed_users"], len(self.users))
         self.assertIsNone(self.call("GET", self.room_path())["operation"])
