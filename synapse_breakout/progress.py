@@ -13,9 +13,8 @@ import logging
 from http import HTTPStatus
 from typing import cast
 
-from synapse.module_api import ModuleApi, make_deferred_yieldable
+from synapse.module_api import ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
-from twisted.internet import defer
 
 from synapse_breakout.model import ErrorJson, OperationAnswer, StartAnswer, StartRequest
 from synapse_breakout.start import Starter
@@ -27,6 +26,9 @@ from synapse_breakout.store import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: How often a ``wait: false`` request looks whether its start is journalled.
+TOLD_TICK_SECONDS = 0.005
 
 
 def _not_found(op_id: str) -> SynapseError:
@@ -49,24 +51,33 @@ class Progress:
         """Start a break-out in a background process; its operation's ID, as
         soon as it is journalled. A request that fails before (checks, 409)
         raises here, as with ``wait: true``."""
-        journalled: defer.Deferred[str] = defer.Deferred()
+        # What the start told: its operation ID, or why it failed first. The
+        # request looks every tick rather than being woken by a Deferred: a
+        # Deferred fired from the background process would hand that
+        # process's logging context to the request and leave the rest of the
+        # start in none (Synapse's logcontext rules; pacing.py waits so too).
+        told: list[str | Exception] = []
 
         def tell(op_id: str) -> None:
-            if not journalled.called:
-                journalled.callback(op_id)
+            if not told:
+                told.append(op_id)
 
         async def run() -> None:
             try:
                 await self._starter.start(requester, parent, req, limited, tell)
             except Exception as e:
-                if not journalled.called:
-                    journalled.errback(e)
+                if not told:
+                    told.append(e)
                 elif not isinstance(e, SynapseError):
                     # Rolled back and journalled by the start itself.
                     logger.warning("Background start on %s failed: %s", parent, e)
 
         self._api.run_as_background_process("breakout_start", run)
-        return await make_deferred_yieldable(journalled)
+        while not told:
+            await self._api.sleep(TOLD_TICK_SECONDS)
+        if isinstance(told[0], Exception):
+            raise told[0]
+        return told[0]
 
 
 class OperationView:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from http import HTTPStatus
 from typing import Any
@@ -12,11 +13,12 @@ from synapse.module_api import NOT_SPAM, ModuleApi
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
 from test_faults import faults
-from tests.unittest import override_config
+from tests.unittest import logcontext_clean, override_config
 from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout import placing
 from synapse_breakout.journal import CREATION_MARKER
+from synapse_breakout.progress import TOLD_TICK_SECONDS
 
 
 class SlowRooms:
@@ -49,6 +51,7 @@ SLOW_ROOMS = {
 }
 
 
+@logcontext_clean
 class ProgressTestCase(ParentRoomTestCase):
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
@@ -133,7 +136,7 @@ class ProgressTestCase(ParentRoomTestCase):
         )
         # The answer comes before the first room exists.
         while not channel.is_finished():
-            self.reactor.advance(0)
+            self.reactor.advance(TOLD_TICK_SECONDS)
         self.assertEqual(channel.code, HTTPStatus.ACCEPTED, channel.json_body)
         op_id = channel.json_body["operation_id"]
         seen = [self.operation(op_id)]
@@ -167,6 +170,26 @@ class ProgressTestCase(ParentRoomTestCase):
         )
         self.assertEqual(again["operation_id"], op_id)
         self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    @logcontext_clean
+    def test_a_background_start_keeps_synapse_logging_contexts(self) -> None:
+        """The start goes on in its own background process after the 202:
+        Synapse neither loses its metrics nor logs "from sentinel context"."""
+        seen: list[str] = []
+
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record.getMessage())
+
+        handler = Collect(logging.WARNING)
+        logging.getLogger("synapse").addHandler(handler)
+        try:
+            op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
+            final = self.answered(op_id)
+        finally:
+            logging.getLogger("synapse").removeHandler(handler)
+        self.assertEqual(final["progress"]["users_placed"], len(self.users))
+        self.assertEqual([m for m in seen if "sentinel" in m], [])
 
     def test_wait_false_refused_before_journalling_answers_the_error(self) -> None:
         self.start({"rooms": [{"name": "A"}]})
