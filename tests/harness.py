@@ -9,7 +9,8 @@ import re
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
+from unittest.mock import patch
 
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
@@ -46,11 +47,24 @@ def module_config(**config: Any) -> dict[str, Any]:
     return {"modules": [{"module": MODULE, "config": config}]}
 
 
+def _logcontext_error(msg: str) -> NoReturn:
+    raise AssertionError(f"logcontext error: {msg}")
+
+
 class BreakoutTestCase(unittest.HomeserverTestCase):
     """A homeserver with the module loaded (``module_config()`` by default).
 
     Tests change the module's config with ``@override_config(module_config(...))``.
+    Every test fails on a broken Synapse logging context, as under Synapse's
+    ``logcontext_clean`` (work that runs in the wrong one loses its logs'
+    request and its metrics).
     """
+
+    def setUp(self) -> None:
+        patcher = patch("synapse.logging.context.logcontext_error", _logcontext_error)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        super().setUp()
 
     servlets = [
         admin.register_servlets,
