@@ -15,14 +15,17 @@ nothing new, and watches the process in ticks of :data:`TICK_SECONDS`:
 - otherwise the pacer keeps out of the way while others are busy, until they
   had :data:`GIVE_WAY` times the CPU the slice took (the split takes at most
   1/(1 + ``GIVE_WAY``) of a busy process), or :data:`MAX_PAUSE_SECONDS` passed;
-  the next slice is back to :data:`MIN_SLICE_SECONDS`, and runs one step at a
-  time (:attr:`Pacer.narrow`) so that others wait behind one step, not eight.
+- if others used :data:`CONTENDED_CPU_SECONDS` or more in the pause, the next
+  slices are back to :data:`MIN_SLICE_SECONDS` and run one step at a time
+  (:attr:`Pacer.narrow`), so that others wait behind one step, not eight,
+  until :data:`WIDEN_AFTER` pauses in a row had less. Less is only the tail
+  of the split's own work.
 
 An idle server pays three ticks per slice (15% at the shortest slice, under 1%
 at the longest, which it reaches after five); a busy one keeps nearly all of
 itself while a split goes on.
-The decisions are the pure functions :func:`tick_busy`, :func:`keep_giving_way`
-and :func:`next_slice`.
+The decisions are the pure functions :func:`tick_busy`, :func:`keep_giving_way`,
+:func:`contended`, :func:`stays_narrow` and :func:`next_slice`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ IDLE_TICKS = 3
 GIVE_WAY = 12
 #: The longest one pause: a split always goes on, however busy the server.
 MAX_PAUSE_SECONDS = 5.0
+#: CPU others used in one pause that makes it contended (short slices, one
+#: step at a time): about half a message. Less is the tail of the split's own
+#: steps (Synapse's notifier, federation sender and caches after each event),
+#: which on a real server followed nearly every slice: counted as contention,
+#: it held an idle server's split to one step at a time (docs/performance.md).
+CONTENDED_CPU_SECONDS = 0.010
+#: Pauses in a row without contention before the split works wide again (a
+#: stream of messages leaves some pauses with little of it in them).
+WIDEN_AFTER = 3
 
 
 def tick_busy(cpu_seconds: float) -> bool:
@@ -82,6 +94,18 @@ def keep_giving_way(
         and given_cpu < GIVE_WAY * worked
         and paused < MAX_PAUSE_SECONDS
     )
+
+
+def contended(given_cpu: float) -> bool:
+    """Whether a pause in which others used ``given_cpu`` CPU seconds found
+    them really at work, not only finishing what the split's steps began."""
+    return given_cpu >= CONTENDED_CPU_SECONDS
+
+
+def stays_narrow(calm_pauses: int) -> bool:
+    """Whether the split still works one step at a time, ``calm_pauses``
+    pauses after the last contended one (:func:`contended`)."""
+    return calm_pauses < WIDEN_AFTER
 
 
 def next_slice(previous: float, contended: bool) -> float:
@@ -115,8 +139,9 @@ class Pacer:
         self._last_step_ended = 0.0
         self._active = 0
         self._holding = False
-        #: One step at a time: the last pause found others busy.
+        #: One step at a time: a recent pause found others busy.
         self.narrow = False
+        self._calm_pauses = WIDEN_AFTER
         #: Pauses that found others busy, and the seconds spent in them.
         self.pauses = 0
         self.paused_seconds = 0.0
@@ -165,25 +190,32 @@ class Pacer:
         began = self._wall()
         given = 0.0
         idle = 0
-        contended = False
+        busy = 0
         while True:
             cpu = self._cpu()
             await self._api.sleep(TICK_SECONDS)
             used, now = self._cpu() - cpu, self._wall()
             if tick_busy(used):
-                contended = True
+                busy += 1
                 given += used
                 idle = 0
             else:
                 idle += 1
             if not keep_giving_way(idle, given, worked, now - began):
                 break
-        if contended:
+        busy_for_others = contended(given)
+        if busy_for_others:
             self.pauses += 1
             self.paused_seconds += self._wall() - began
             GAVE_WAY.inc(self._wall() - began)
-            logger.debug(
-                "Gave way for %.2fs after a slice of %.2fs", now - began, worked
-            )
-        self.slice_seconds = next_slice(self.slice_seconds, contended)
-        self.narrow = contended
+        logger.debug(
+            "Paused %.3fs after a slice of %.3fs: %d busy ticks, others %.1f ms%s",
+            now - began,
+            worked,
+            busy,
+            1000 * given,
+            " (gave way)" if busy_for_others else "",
+        )
+        self._calm_pauses = 0 if busy_for_others else self._calm_pauses + 1
+        self.narrow = stays_narrow(self._calm_pauses)
+        self.slice_seconds = next_slice(self.slice_seconds, self.narrow)
