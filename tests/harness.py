@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, NoReturn
+from typing import Any
 from unittest.mock import patch
 
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
+from synapse.logging import context as logcontext
 from synapse.module_api import ModuleApi
 from synapse.rest import admin
 from synapse.rest.client import login, register, room
@@ -47,7 +49,30 @@ def module_config(**config: Any) -> dict[str, Any]:
     return {"modules": [{"module": MODULE, "config": config}]}
 
 
-def _logcontext_error(msg: str) -> NoReturn:
+#: Synapse's own logging-context slips that the harness lets through (they
+#: are logged as Synapse logs them): up to 1.141, ``WorkerLocksHandler``
+#: woke lock waiters from a ``call_later`` without ``PreserveLoggingContext``,
+#: so a room purge waiting on a lock (a rolled-back start deletes its rooms)
+#: leaked its task's context; later releases wake them in
+#: ``WaitingLock.release_lock``.
+_SYNAPSE_OWN_SLIPS = frozenset(
+    {"WorkerLocksHandler._on_lock_released.<locals>._wake_all_locks"}
+)
+
+_synapse_logcontext_error = logcontext.logcontext_error
+
+
+def _logcontext_error(msg: str) -> None:
+    """Fails the test on a logging-context error, unless Synapse made it."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        callback = frame.f_locals.get("callback")
+        if frame.f_code.co_name == "wrapped_callback" and (
+            getattr(callback, "__qualname__", None) in _SYNAPSE_OWN_SLIPS
+        ):
+            _synapse_logcontext_error(msg)
+            return
+        frame = frame.f_back
     raise AssertionError(f"logcontext error: {msg}")
 
 
