@@ -93,8 +93,10 @@ class EjectionTestCase(ParentRoomTestCase):
         self.assertEqual(self.membership_in(child, self.users[0]), "join")
 
 
-class RecoveryTestCase(ParentRoomTestCase):
-    """A crash is simulated by journal rows left by another process."""
+class CrashedOperations(ParentRoomTestCase):
+    """Ground for recovery tests, without tests of its own (a subclass would
+    run them again): a crash is simulated by journal rows left by another
+    process."""
 
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
@@ -141,6 +143,8 @@ class RecoveryTestCase(ParentRoomTestCase):
             self.get_success(self.module.lifecycle.recover())
             self.pump(1)
 
+
+class RecoveryTestCase(CrashedOperations):
     def test_unfinished_operation_is_rolled_back_with_unjournalled_rooms(self) -> None:
         _, made = self.crashed_operation(rooms=3, journalled=2)
         # Another room of the same user, made meanwhile, is not touched.
@@ -248,7 +252,7 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         )
 
 
-class LeaseTestCase(RecoveryTestCase):
+class LeaseTestCase(CrashedOperations):
     def test_another_workers_operation_is_dead_once_its_lease_stood_still(
         self,
     ) -> None:
@@ -281,7 +285,7 @@ class LeaseTestCase(RecoveryTestCase):
         self.assertEqual(again.lease, row.lease)
 
 
-class CommitAfterRollbackTestCase(RecoveryTestCase):
+class CommitAfterRollbackTestCase(CrashedOperations):
     def test_a_start_taken_for_dead_never_commits(self) -> None:
         """The parent send of a start on worker W outlives W's lease; the
         main process rolls it back; W's send then lands: W must not commit."""
@@ -326,7 +330,7 @@ class CommitAfterRollbackTestCase(RecoveryTestCase):
         self.assertIsNone(self.get_success(store.get_running(self.parent)))
 
 
-class ProvenRoomsTestCase(RecoveryTestCase):
+class ProvenRoomsTestCase(CrashedOperations):
     def test_an_empty_room_of_the_acting_user_is_not_purged(self) -> None:
         _, made = self.crashed_operation(rooms=1, journalled=1)
         # Another room of the same user, registered and not yet filled (a bot
