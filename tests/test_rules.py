@@ -7,6 +7,9 @@ from http import HTTPStatus
 from typing import Any
 
 from harness import (
+    STABLE,
+    UNSTABLE,
+    VERSIONS_AND_TYPES,
     BreakoutTestCase,
     find_module,
     module_config,
@@ -22,8 +25,6 @@ from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout.metrics import EVENTS_CHECKED
 
-UNSTABLE = "org.matrix.msc3985.breakout"
-STABLE = "m.breakout"
 OTHER_SERVER_ROOM = "!elsewhere:remote.example"
 V12_UNKNOWN = "!" + "Q" * 43
 
@@ -32,10 +33,7 @@ def counter(outcome: str, reason: str) -> float:
     return EVENTS_CHECKED.labels(outcome, reason)._value.get()
 
 
-@parameterized_class(
-    ("room_version", "event_type"),
-    [("10", UNSTABLE), ("10", STABLE), ("12", UNSTABLE), ("12", STABLE)],
-)
+@parameterized_class(("room_version", "event_type"), VERSIONS_AND_TYPES)
 class RulesTestCase(BreakoutTestCase):
     room_version: str
     event_type: str

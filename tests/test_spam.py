@@ -12,6 +12,9 @@ from http import HTTPStatus
 from typing import Any
 
 from harness import (
+    STABLE,
+    UNSTABLE,
+    VERSIONS_AND_TYPES,
     BreakoutTestCase,
     annotation_in,
     find_module,
@@ -43,8 +46,6 @@ from synapse_breakout.spam import (
 from synapse_breakout.verdicts import SenderVerdict, VerdictStore
 from tests import unittest
 
-UNSTABLE = "org.matrix.msc3985.breakout"
-STABLE = "m.breakout"
 FLAGS = "/_synapse/client/breakout/v1/flags"
 ENFORCEMENT_OFF = {"enforce_power_level_in": "off"}
 
@@ -306,10 +307,7 @@ class TrustTestCase(BreakoutTestCase):
         return [f["event_id"] for f in self.flags(query)["flags"]]
 
 
-@parameterized_class(
-    ("room_version", "event_type"),
-    [("10", UNSTABLE), ("10", STABLE), ("12", UNSTABLE), ("12", STABLE)],
-)
+@parameterized_class(("room_version", "event_type"), VERSIONS_AND_TYPES)
 class AnnotateTestCase(TrustTestCase):
     breakout_config = ENFORCEMENT_OFF
 

@@ -12,7 +12,15 @@ from http import HTTPStatus
 from typing import Any
 from unittest.mock import Mock
 
-from harness import BreakoutTestCase, annotation_in, find_module, module_config
+from harness import (
+    STABLE,
+    UNSTABLE,
+    VERSIONS_AND_TYPES,
+    BreakoutTestCase,
+    annotation_in,
+    find_module,
+    module_config,
+)
 from parameterized import parameterized_class
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.rest import admin
@@ -27,8 +35,6 @@ from synapse_breakout.spam import SENDER_TRUST_KEY
 from synapse_breakout.verdicts import VerdictStore
 from tests import unittest
 
-UNSTABLE = "org.matrix.msc3985.breakout"
-STABLE = "m.breakout"
 FLAGS = "/_synapse/client/breakout/v1/flags"
 
 
@@ -36,10 +42,7 @@ def verdicts(origin: str, verdict: str) -> float:
     return SENDER_VERDICTS.labels(origin, verdict)._value.get()
 
 
-@parameterized_class(
-    ("room_version", "event_type"),
-    [("10", UNSTABLE), ("10", STABLE), ("12", UNSTABLE), ("12", STABLE)],
-)
+@parameterized_class(("room_version", "event_type"), VERSIONS_AND_TYPES)
 class FederatedSenderTestCase(BreakoutTestCase, unittest.FederatingHomeserverTestCase):
     room_version: str
     event_type: str
