@@ -170,8 +170,11 @@ class Pacer:
         if self._slice_began is None or (
             self._active == 0 and now - self._last_step_ended > MIN_SLICE_SECONDS
         ):
-            # The first step, or the first after the work stopped a while.
+            # The first step, or the first after the work stopped a while:
+            # what the process does now is unknown, so the slice starts short
+            # (not at the width the last split reached on an idle server).
             self._slice_began = now
+            self.slice_seconds = MIN_SLICE_SECONDS
             return
         if now - self._slice_began < self.slice_seconds:
             return

@@ -129,6 +129,40 @@ class PacerTestCase(unittest.TestCase):
         self.assertFalse(pacer.narrow)
         self.assertEqual(pacer.slice_seconds, 2 * MIN_SLICE_SECONDS)
 
+    def test_a_split_after_a_pause_in_the_work_starts_with_a_short_slice(
+        self,
+    ) -> None:
+        # The pacer is one per process. A split on an idle server widened its
+        # slices to the longest; the next split, a minute later, may start
+        # while clients are busy: before it looks at them, it works
+        # MIN_SLICE_SECONDS, not MAX_SLICE_SECONDS (on a real Synapse that
+        # inherited 2 s slice took a tenth of the messages sent meanwhile).
+        ticks = Ticks()
+        pacer = Pacer(
+            cast(ModuleApi, ticks), cpu=lambda: ticks.cpu, wall=lambda: ticks.wall
+        )
+        slices: list[float] = []
+        give_way = pacer._give_way
+
+        async def recorded(worked: float) -> None:
+            slices.append(worked)
+            await give_way(worked)
+
+        pacer._give_way = recorded  # type: ignore[method-assign]
+
+        async def work(steps: int) -> None:
+            for _ in range(steps):
+                async with pacer.step():
+                    ticks.wall += 0.05
+
+        asyncio.run(work(200))  # 10 s of steps, nobody else at work
+        self.assertEqual(pacer.slice_seconds, MAX_SLICE_SECONDS)
+        ticks.wall += 60
+        slices.clear()
+        asyncio.run(work(10))  # 0.5 s of the next split
+        self.assertTrue(slices, "the next split worked 0.5 s without a look")
+        self.assertLessEqual(slices[0], MIN_SLICE_SECONDS + 0.05)
+
 
 #: Users in the split: several slices of work in the harness.
 SPLIT_USERS = 120
