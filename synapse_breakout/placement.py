@@ -37,6 +37,7 @@ from synapse_breakout.model import (
 from synapse_breakout.parent import InForce, ParentRooms
 from synapse_breakout.placing import Placer
 from synapse_breakout.power import (
+    IN_ROOM,
     effective_join_rule,
     joined_or_invited,
     member_event_in_room,
@@ -190,11 +191,10 @@ class Placement:
         # The children's members, then only their memberships in the parent:
         # never the whole membership of a large parent.
         in_children: dict[str, list[str]] = {}
-        for room_id in sorted(here):
-            members = await self._api.get_room_state(room_id, [("m.room.member", None)])
-            for (_, user), event in members.items():
-                if member_event_in_room(event):
-                    in_children.setdefault(user, []).append(room_id)
+        members = await synapse_adapter.members_of_rooms(self._api, here, IN_ROOM)
+        for room_id in sorted(members):
+            for user in members[room_id]:
+                in_children.setdefault(user, []).append(room_id)
         if not in_children:
             return 0
         # Those still joined stay: only the others' events are read.

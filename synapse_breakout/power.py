@@ -35,7 +35,8 @@ COPIED_LEVEL_MAPS = ("events", "notifications")
 #: The level of a room's administrators.
 ADMIN_POWER_LEVEL = 100
 #: Memberships that count as "in the room" for break-out users.
-_IN_ROOM = ("join", "invite")
+#: The memberships that count as in a room (:func:`in_room`).
+IN_ROOM = ("join", "invite")
 
 
 class StateEvent(Protocol):
@@ -133,7 +134,7 @@ def membership(user_id: str, state: StateMap) -> str | None:
 
 def in_room(membership_value: str | None) -> bool:
     """Whether a membership counts as in the room: joined or invited."""
-    return membership_value in _IN_ROOM
+    return membership_value in IN_ROOM
 
 
 def joined_or_invited(user_id: str, state: StateMap) -> bool:

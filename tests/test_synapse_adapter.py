@@ -239,3 +239,85 @@ class JoinedUsersTestCase(BreakoutTestCase):
         self.assertEqual(joined(), {host, ann, cat})
         self.helper.leave(room, cat, tok=cat_tok)  # the cache follows
         self.assertEqual(joined(), {host, ann})
+
+
+class MembersOfRoomsTestCase(BreakoutTestCase):
+    """``members_of_rooms``: who is joined or invited in several rooms, in one
+    query, the same as the module API's member events say."""
+
+    def test_the_same_as_the_member_events_in_one_query(self) -> None:
+        host = self.register_user("host", "pass")
+        host_tok = self.login("host", "pass")
+        ann = self.register_user("ann", "pass")
+        ann_tok = self.login("ann", "pass")
+        bob = self.register_user("bob", "pass")
+        cat = self.register_user("cat", "pass")
+        cat_tok = self.login("cat", "pass")
+        dan = self.register_user("dan", "pass")
+        dan_tok = self.login("dan", "pass")
+        first = self.helper.create_room_as(host, is_public=True, tok=host_tok)
+        second = self.helper.create_room_as(host, is_public=True, tok=host_tok)
+        empty = self.helper.create_room_as(host, is_public=True, tok=host_tok)
+        assert first is not None and second is not None and empty is not None
+        self.helper.join(first, ann, tok=ann_tok)
+        self.helper.invite(first, host, bob, tok=host_tok)
+        self.helper.join(first, cat, tok=cat_tok)
+        self.helper.leave(first, cat, tok=cat_tok)
+        self.helper.join(first, dan, tok=dan_tok)
+        self.helper.ban(first, host, dan, tok=host_tok)
+        self.helper.invite(second, host, ann, tok=host_tok)
+        self.helper.leave(empty, host, tok=host_tok)
+        rooms = [first, second, empty, "!unknown:test"]
+
+        db_pool = self.hs.get_datastores().main.db_pool
+        original = db_pool.runInteraction
+        descs: list[str] = []
+
+        def counting(desc: str, *args: Any, **kwargs: Any) -> Any:
+            descs.append(desc)
+            return original(desc, *args, **kwargs)
+
+        db_pool.runInteraction = counting  # type: ignore[method-assign]
+        try:
+            found = self.get_success(
+                synapse_adapter.members_of_rooms(
+                    self.module_api, rooms, ("join", "invite")
+                )
+            )
+        finally:
+            db_pool.runInteraction = original  # type: ignore[method-assign]
+
+        self.assertEqual(descs, ["breakout_members_of_rooms"])
+        self.assertEqual(
+            found,
+            {
+                first: {host: "join", ann: "join", bob: "invite"},
+                second: {host: "join", ann: "invite"},
+            },
+        )
+        # The module API's member events say the same of every member.
+        for room in (first, second):
+            state = self.get_success(
+                self.module_api.get_room_state(room, [("m.room.member", None)])
+            )
+            said = {
+                user: event.content["membership"]
+                for (_, user), event in state.items()
+                if event.content["membership"] in ("join", "invite")
+            }
+            self.assertEqual(found[room], said)
+        # Only the memberships asked for.
+        self.assertEqual(
+            self.get_success(
+                synapse_adapter.members_of_rooms(self.module_api, [first], ("ban",))
+            ),
+            {first: {dan: "ban"}},
+        )
+        # The current state: ann leaves the first room.
+        self.helper.leave(first, ann, tok=ann_tok)
+        self.assertEqual(
+            self.get_success(
+                synapse_adapter.members_of_rooms(self.module_api, [first], ("join",))
+            ),
+            {first: {host: "join"}},
+        )
