@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import BreakoutTestCase, find_module, probe_event
+from harness import BreakoutTestCase, find_module, probe_event, transactions_during
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
 from synapse.module_api.errors import ConfigError
@@ -142,28 +142,18 @@ class RoomsWithCreateEventTestCase(BreakoutTestCase):
         rooms = [self.helper.create_room_as(user, tok=tok) for _ in range(5)]
         rooms.append(self.helper.create_room_as(user, tok=tok, room_version="12"))
         unknown = ["!nope:test", "!" + "Z" * 43, "!x:elsewhere.example"]
-        db_pool = self.hs.get_datastores().main.db_pool
-        original = db_pool.runInteraction
-        descs: list[str] = []
+        answers: list[set[str]] = []
 
-        def counting(desc: str, *args: Any, **kwargs: Any) -> Any:
-            descs.append(desc)
-            return original(desc, *args, **kwargs)
-
-        db_pool.runInteraction = counting  # type: ignore[method-assign]
-        try:
-            found = self.get_success(
-                synapse_adapter.rooms_with_create_event(
-                    self.module_api, rooms + unknown
+        def look() -> None:
+            for asked in (rooms + unknown, []):
+                answers.append(
+                    self.get_success(
+                        synapse_adapter.rooms_with_create_event(self.module_api, asked)
+                    )
                 )
-            )
-            none = self.get_success(
-                synapse_adapter.rooms_with_create_event(self.module_api, [])
-            )
-        finally:
-            db_pool.runInteraction = original  # type: ignore[method-assign]
-        self.assertEqual(found, set(rooms))
-        self.assertEqual(none, set())
+
+        descs = transactions_during(self.hs, look)
+        self.assertEqual(answers, [set(rooms), set()])
         self.assertEqual(descs, ["breakout_rooms_with_create_event"])
 
     def test_a_room_whose_create_event_is_gone_is_unknown(self) -> None:
@@ -269,24 +259,18 @@ class MembersOfRoomsTestCase(BreakoutTestCase):
         self.helper.leave(empty, host, tok=host_tok)
         rooms = [first, second, empty, "!unknown:test"]
 
-        db_pool = self.hs.get_datastores().main.db_pool
-        original = db_pool.runInteraction
-        descs: list[str] = []
+        found: dict[str, dict[str, str]] = {}
 
-        def counting(desc: str, *args: Any, **kwargs: Any) -> Any:
-            descs.append(desc)
-            return original(desc, *args, **kwargs)
-
-        db_pool.runInteraction = counting  # type: ignore[method-assign]
-        try:
-            found = self.get_success(
-                synapse_adapter.members_of_rooms(
-                    self.module_api, rooms, ("join", "invite")
+        def look() -> None:
+            found.update(
+                self.get_success(
+                    synapse_adapter.members_of_rooms(
+                        self.module_api, rooms, ("join", "invite")
+                    )
                 )
             )
-        finally:
-            db_pool.runInteraction = original  # type: ignore[method-assign]
 
+        descs = transactions_during(self.hs, look)
         self.assertEqual(descs, ["breakout_members_of_rooms"])
         self.assertEqual(
             found,
