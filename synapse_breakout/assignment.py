@@ -28,6 +28,14 @@ class UserState(enum.StrEnum):
     FAILED = "failed"
 
 
+class Verdict(enum.Enum):
+    """Whether a pass places one planned user now (``AssignmentStore.verdict``)."""
+
+    PLACE = "place"
+    MOVED = "moved"  # a move took them to another room, or out: not here
+    ENDED = "ended"  # the break-out ended or was replaced: nobody more
+
+
 @attrs.frozen
 class Assigned:
     """One user of a start's plan."""
@@ -198,6 +206,23 @@ def _claim_txn(
     return txn.rowcount == 1
 
 
+def _verdict_txn(
+    txn: LoggingTransaction, op_id: str, parent: str, room_index: int, user_id: str
+) -> Verdict:
+    """Just before placing ``user_id`` in room ``room_index`` of ``op_id``:
+    whether that is still what the journal says."""
+    txn.execute("SELECT op_id FROM breakout_active WHERE parent_room_id = ?", (parent,))
+    row = txn.fetchone()
+    if row is None or row[0] != op_id:
+        return Verdict.ENDED
+    txn.execute(
+        "SELECT 1 FROM breakout_op_users WHERE op_id = ? AND user_id = ?"
+        " AND room_index = ? AND state = ?",
+        (op_id, user_id, room_index, UserState.PLANNED.value),
+    )
+    return Verdict.PLACE if txn.fetchone() else Verdict.MOVED
+
+
 def _move_user_txn(
     txn: LoggingTransaction, op_id: str, user_id: str, room_index: int | None
 ) -> None:
@@ -207,9 +232,18 @@ def _move_user_txn(
             (op_id, user_id),
         )
         return
+    # The move places them itself (placement.py): one still planned is
+    # placed now, and a pass under way leaves them alone (``_verdict_txn``).
     txn.execute(
-        "UPDATE breakout_op_users SET room_index = ? WHERE op_id = ? AND user_id = ?",
-        (room_index, op_id, user_id),
+        "UPDATE breakout_op_users SET room_index = ?, state = CASE WHEN state = ?"
+        " THEN ? ELSE state END WHERE op_id = ? AND user_id = ?",
+        (
+            room_index,
+            UserState.PLANNED.value,
+            UserState.PLACED.value,
+            op_id,
+            user_id,
+        ),
     )
     if txn.rowcount == 0:
         txn.execute(
@@ -318,6 +352,19 @@ class AssignmentStore:
             instance,
             token,
             self._api.get_current_time_msec(),
+        )
+
+    async def verdict(
+        self, op_id: str, parent: str, room_index: int, user_id: str
+    ) -> Verdict:
+        """Whether to place ``user_id`` in room ``room_index`` now."""
+        return await self._api.run_db_interaction(
+            "breakout_placement_verdict",
+            _verdict_txn,
+            op_id,
+            parent,
+            room_index,
+            user_id,
         )
 
     async def move_user(self, op_id: str, user_id: str, room_id: str | None) -> None:

@@ -235,8 +235,15 @@ class Journal:
         now = self._api.get_current_time_msec()
         locks = await self._store.locks.orphan_locks()
         operations = await self._store.unfinished()
-        # Forget the leases of what is gone.
-        held = {lock_id for _, lock_id, _ in locks} | {op.op_id for op in operations}
+        # Forget the leases of what is gone; a committed start still placing
+        # its users is not gone (placing.py resumes it once its lease stood
+        # still, which takes two looks a lease apart).
+        placing = await self._store.assignments.unplaced()
+        held = (
+            {lock_id for _, lock_id, _ in locks}
+            | {op.op_id for op in operations}
+            | set(placing)
+        )
         self._seen = {k: v for k, v in self._seen.items() if k in held}
         waiting = await self._release_dead_locks(locks, now)
         finished = 0

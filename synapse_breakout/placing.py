@@ -14,6 +14,12 @@ say: one user's failure is only a ``failed_users`` entry) is tried again,
 checking each user's membership first as after a crash, ``ATTEMPTS`` times in
 all; then the users still planned fail with ``PLACEMENT_STOPPED``, so the
 operation always gets its answer while its process lives.
+
+Before each user the pass asks the journal whether to place them now
+(``AssignmentStore.verdict``): a move while the pass runs has placed them
+itself, elsewhere or nowhere; an end or a replacement of the break-out stops
+the placement: the users not yet placed fail with ``ENDED_BEFORE_PLACED`` and
+the start is not announced (its ``ended`` notice has been sent).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from synapse_breakout import synapse_adapter
-from synapse_breakout.assignment import Outcome, UserState
+from synapse_breakout.assignment import Outcome, UserState, Verdict
 from synapse_breakout.members import member_events
 from synapse_breakout.model import (
     ErrorJson,
@@ -56,6 +62,13 @@ PLACEMENT_STOPPED: ErrorJson = {
     "this user may not be in the room",
 }
 
+#: What the users not yet placed get when the break-out ended (or was
+#: replaced) while its users were being placed.
+ENDED_BEFORE_PLACED: ErrorJson = {
+    "errcode": "M_UNKNOWN",
+    "error": "the break-out ended before this user was placed",
+}
+
 #: ``Placement.place``: (acting, user, room, mode, join rule, joined to the
 #: parent, invited) -> error.
 PlaceOne = Callable[
@@ -69,6 +82,15 @@ class TakenOverError(Exception):
     """This process was taken for dead while placing a start's users, and
     another one goes on with them (journal.py): this one stops, with the
     answer as far as it got, and neither stores nor announces it."""
+
+    def __init__(self, answer: StartAnswer):
+        super().__init__(answer["event_id"])
+        self.answer = answer
+
+
+class EndedError(Exception):
+    """The break-out ended (or was replaced) while its users were being
+    placed: the answer is stored, but the start is not announced."""
 
     def __init__(self, answer: StartAnswer):
         super().__init__(answer["event_id"])
@@ -137,7 +159,15 @@ class Placer:
         await self._store.set_response(
             op.op_id, {"status": 200, "body": answer, "placed": True}
         )
+        if not await self.still_running(op):
+            raise EndedError(answer)
         return answer
+
+    async def still_running(self, op: Operation) -> bool:
+        """Whether ``op``'s break-out is still the parent's running one (an
+        end or a replacement removes or replaces it: store.py)."""
+        running = await self._store.get_running(op.parent_room_id)
+        return running is not None and running.op_id == op.op_id
 
     async def _passes(
         self,
@@ -245,6 +275,14 @@ class Placer:
         return resumed
 
 
+def placed_before(current: str | None, target: str) -> bool:
+    """Whether a user whose membership in a new child room is ``current``
+    was placed there before a crash: any membership counts (accepted,
+    declined, banned since), except an invite where the target is a join,
+    which the join completes."""
+    return current is not None and (current != "invite" or target == "invite")
+
+
 class _Run:
     """One placement pass: a queue of rooms, a few workers, a result buffer."""
 
@@ -266,6 +304,7 @@ class _Run:
         self._resumed = resumed
         self._queue: list[tuple[int, str, list[str]]] = []
         self._buffer: list[Outcome] = []
+        self._ended = False
 
     async def all(self, rooms: Sequence[tuple[int, str, list[str]]]) -> None:
         """Place the users of each (index, room ID, users)."""
@@ -305,7 +344,20 @@ class _Run:
                 and user in self._joined
                 else "invite"
             )
-            if already.get(user) == target:
+            verdict = (
+                Verdict.ENDED
+                if self._ended
+                else await self._placer.assignment.verdict(
+                    self._op.op_id, self._op.parent_room_id, index, user
+                )
+            )
+            if verdict is Verdict.MOVED:
+                continue  # the move placed them elsewhere, or sent them back
+            if verdict is Verdict.ENDED:
+                # Ended or replaced meanwhile: nobody more is placed.
+                self._ended = True
+                error = ENDED_BEFORE_PLACED
+            elif placed_before(already.get(user), target):
                 error = None  # placed before the crash
             else:
                 async with self._placer.pacer.step():

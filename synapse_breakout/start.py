@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
+import attrs
 from synapse.module_api import EventBase, ModuleApi, StateMap
 from synapse.module_api.errors import Codes, SynapseError
 
@@ -54,7 +55,7 @@ from synapse_breakout.model import (
 )
 from synapse_breakout.parent import COPIED_STATE, ParentRooms, under_way
 from synapse_breakout.placement import Placement
-from synapse_breakout.placing import TakenOverError
+from synapse_breakout.placing import EndedError, TakenOverError
 from synapse_breakout.power import (
     child_power_levels,
     room_version,
@@ -316,6 +317,8 @@ class Starter:
             answer = await self._placement.placer.place_start(op, answer, resumed)
         except TakenOverError as e:
             return e.answer  # the process that took it over announces it
+        except EndedError as e:
+            return e.answer  # ended meanwhile: its end was announced instead
         assert op.acting_user is not None  # every start operation has one
         self._announcer.after_start(
             op.acting_user,
@@ -393,8 +396,22 @@ class Starter:
             if child.room_id in own
         ]
         answer = await self.commit(op, event.event_id, event.origin_server_ts, rooms)
-        if answer is not None:
-            await self._placed_and_announced(op, answer)
+        if answer is None:
+            return
+        # This process places them now, and renews the operation's lease
+        # while it does: recovery elsewhere (or here, a minute later) must not
+        # take a placement in progress for the dead process's and run it twice.
+        journal = self._journal
+        if await self._placement.placer.assignment.claim(
+            op.op_id, op.process_token, journal.instance, journal.process_token
+        ):
+            ours = attrs.evolve(
+                op, instance=journal.instance, process_token=journal.process_token
+            )
+            # In the background: recovery's other work does not wait for it.
+            self._api.run_as_background_process(
+                "breakout_roll_forward_placement", self.resume_placement, ours, answer
+            )
 
     async def _create_rooms_and_send(
         self,

@@ -17,7 +17,7 @@ from tests.unittest import logcontext_clean, override_config
 from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout import placing
-from synapse_breakout.journal import CREATION_MARKER
+from synapse_breakout.journal import CREATION_MARKER, LEASE_MS
 from synapse_breakout.progress import TOLD_TICK_SECONDS
 
 
@@ -74,6 +74,63 @@ class ProgressTestCase(ParentRoomTestCase):
         self.assertEqual(list(accepted), ["operation_id"])
         op_id: str = accepted["operation_id"]
         return op_id
+
+    def split_dying_after_three(self, instance: str, token: str) -> str:
+        """A background split whose placement stops after three users, the
+        operation taken over meanwhile by (``instance``, ``token``), as
+        recovery does when a lease ran out (journal.py)."""
+        placer = self.module.operations.placement.placer
+        placer.concurrency = 1
+        place_one = placer._place_one
+        placed: list[str] = []
+
+        async def dies_after_three(*args: Any) -> Any:
+            if len(placed) == 3:
+                op = await self.module.operation_store.get(op_id)
+                assert op is not None
+                await placer.assignment.claim(op_id, op.process_token, instance, token)
+                raise RuntimeError("the process died")
+            placed.append(args[1])
+            return await place_one(*args)
+
+        placer._place_one = dies_after_three
+        op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
+        self.pump(1)
+        placer._place_one = place_one
+        self.assertEqual(len(placed), 3)
+        return op_id
+
+    def split_pausing_after_three(self) -> tuple[str, list[tuple[str, str]]]:
+        """A background split whose fourth placement waits 30 s; returns
+        once three are placed, with the (user, room) pairs placed (the list
+        grows as placement goes on)."""
+        placer = self.module.operations.placement.placer
+        placer.concurrency = 1
+        place_one = placer._place_one
+        placed: list[tuple[str, str]] = []
+
+        async def slow_after_three(*args: Any) -> Any:
+            if len(placed) == 3:
+                await self.module_api.sleep(30)  # the test acts meanwhile
+            placed.append((args[1], args[2]))
+            return await place_one(*args)
+
+        placer._place_one = slow_after_three
+        self.addCleanup(setattr, placer, "_place_one", place_one)
+        op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
+        for _ in range(100):
+            if len(placed) == 3:
+                break
+            self.reactor.advance(0.1)
+        self.assertEqual(len(placed), 3)
+        return op_id, placed
+
+    def assert_each_invited_once(self, op_id: str) -> None:
+        """Every user of the split invited to their room exactly once."""
+        placer = self.module.operations.placement.placer
+        rooms = self.get_success(placer.assignment.room_ids(op_id))
+        invited = [u for room in rooms.values() for u in self.invites_in(room)]
+        self.assertEqual(sorted(invited), sorted(self.users))
 
     def invites_in(self, room_id: str) -> list[str]:
         """Every invite event of ``room_id``, by invitee (repeats included)."""
@@ -255,25 +312,8 @@ class ProgressTestCase(ParentRoomTestCase):
         self,
     ) -> None:
         placer = self.module.operations.placement.placer
-        placer.concurrency = 1
-        place_one = placer._place_one
-        placed: list[str] = []
-
-        async def dies_after_three(*args: Any) -> Any:
-            if len(placed) == 3:
-                # Its lease ran out (journal.py): another process may take
-                # the operation over, and does here, before it tries again.
-                op = await self.module.operation_store.get(op_id)
-                assert op is not None
-                await placer.assignment.claim(op_id, op.process_token, "master", "dead")
-                raise RuntimeError("the process died")
-            placed.append(args[1])
-            return await place_one(*args)
-
-        placer._place_one = dies_after_three
-        op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
-        self.pump(1)
-        placer._place_one = place_one
+        # Another process of this instance took it over, and is gone too.
+        op_id = self.split_dying_after_three("master", "dead")
         # Three were invited and journalled; the process that was taken for
         # dead stopped without an answer.
         left = self.operation(op_id)
@@ -286,27 +326,120 @@ class ProgressTestCase(ParentRoomTestCase):
         final = self.operation(op_id)
         self.assertEqual(final["progress"]["users_placed"], 6)
         self.assertEqual(final["response"]["failed_users"], [])
-        rooms = self.get_success(placer.assignment.room_ids(op_id))
-        invited = [u for room in rooms.values() for u in self.invites_in(room)]
-        self.assertEqual(sorted(invited), sorted(self.users))  # each exactly once
+        self.assert_each_invited_once(op_id)
         self.assertEqual(self.get_success(placer.assignment.planned(op_id)), [])
         self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    def test_placement_left_by_a_worker_that_never_returns_is_resumed(
+        self,
+    ) -> None:
+        """Another instance's process died while placing: its lease stands
+        still, and recovery here takes the placement over once it stood
+        still for a lease (two looks, each a recovery run)."""
+        # As if worker1 had taken it over, then died in its turn.
+        op_id = self.split_dying_after_three("worker1", "t")
+        # The looping recovery looks again and again (each run a look at the
+        # lease, which stands still): worker1 is taken for dead.
+        for _ in range(3):
+            self.reactor.advance(LEASE_MS / 1000 + 31)
+            self.pump(1)
+        final = self.operation(op_id)
+        self.assertEqual(final["progress"]["users_placed"], len(self.users))
+        self.assertEqual(final["response"]["failed_users"], [])
+        self.assert_each_invited_once(op_id)
+        self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    def test_an_end_stops_the_placement_and_its_announcement(self) -> None:
+        placer = self.module.operations.placement.placer
+        op_id, placed_rooms = self.split_pausing_after_three()
+        self.call("DELETE", self.room_path())
+        final = self.answered(op_id)
+        placed = [user for user, _ in placed_rooms]
+        # The one in flight went on; nobody after it was placed.
+        self.assertEqual(len(placed), 4)
+        failed = {f["user_id"]: f for f in final["response"]["failed_users"]}
+        self.assertEqual(set(failed), set(self.users) - set(placed))
+        for entry in failed.values():
+            self.assertEqual(entry["errcode"], "M_UNKNOWN")
+            self.assertIn("ended before this user was placed", entry["error"])
+        rooms = self.get_success(placer.assignment.room_ids(op_id))
+        invited = {u for room in rooms.values() for u in self.invites_in(room)}
+        self.assertEqual(invited, set(placed))
+        # Ended, then never announced as started.
+        self.assertEqual(self.notice_bodies(self.parent, "started"), [])
+        self.assertEqual(len(self.notices(self.parent, "ended")), 1)
+
+    def test_a_move_while_placing_is_not_undone_by_the_placement(self) -> None:
+        placer = self.module.operations.placement.placer
+        op_id, placed = self.split_pausing_after_three()
+        rooms = self.get_success(placer.assignment.rooms(op_id))
+        (first, placed_there), (second, waiting) = sorted(
+            rooms.items(), key=lambda room: placed[0][1] != room[0]
+        )
+        self.assertEqual(sorted(u for u, _ in placed), sorted(placed_there))
+        moved, sent_back = waiting[-1], waiting[-2]
+        self.call(
+            "POST", self.room_path(suffix="/move"), {"user_id": moved, "to": first}
+        )
+        self.call(
+            "POST", self.room_path(suffix="/move"), {"user_id": sent_back, "to": None}
+        )
+        final = self.answered(op_id)
+        # The placement left both alone; the move placed the one it moved.
+        self.assertNotIn(moved, [u for u, _ in placed])
+        self.assertNotIn(sent_back, [u for u, _ in placed])
+        self.assertEqual(self.invites_in(first).count(moved), 1)
+        self.assertNotIn(moved, self.invites_in(second))
+        self.assertNotIn(sent_back, self.invites_in(second))
+        self.assertEqual(final["response"]["failed_users"], [])
+        self.assertEqual(final["progress"]["users_placed"], len(self.users) - 1)
+        # Finished: no operation left to resume or to show.
+        self.assertEqual(self.get_success(placer.assignment.planned(op_id)), [])
+        self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    def losing_the_first_batch(self) -> list[int]:
+        """The first batch of placement results is lost (a database error):
+        returns the sizes of the batches lost."""
+        placer = self.module.operations.placement.placer
+        record = placer.assignment.record
+        lost: list[int] = []
+
+        async def loses_the_first_batch(op_id: str, outcomes: Any) -> None:
+            if not lost:
+                lost.append(len(outcomes))
+                raise RuntimeError("database connection lost")
+            await record(op_id, outcomes)
+
+        placer.assignment.record = loses_the_first_batch  # type: ignore[method-assign]
+        return lost
+
+    def test_a_retry_leaves_alone_who_accepted_or_declined_meanwhile(self) -> None:
+        placer = self.module.operations.placement.placer
+        lost = self.losing_the_first_batch()
+        op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
+        for _ in range(100):
+            if lost:
+                break
+            self.reactor.advance(0.1)
+        self.assertEqual(lost, [len(self.users)])  # all invited, none recorded
+        # Before the retry (5 s later), one accepts and one declines.
+        rooms = self.get_success(placer.assignment.rooms(op_id))
+        (room, users), *_ = sorted(rooms.items())
+        accepts, declines = users[:2]
+        self.helper.join(room, accepts, tok=self.toks[accepts])
+        self.helper.leave(room, declines, tok=self.toks[declines])
+        final = self.answered(op_id)
+        self.assertEqual(final["response"]["failed_users"], [])
+        self.assertEqual(self.membership_in(room, accepts), "join")
+        self.assertEqual(self.membership_in(room, declines), "leave")
+        self.assertEqual(self.invites_in(room).count(declines), 1)  # not again
 
     def test_a_pass_that_stops_on_a_server_error_is_tried_again_without_repeats(
         self,
     ) -> None:
         placer = self.module.operations.placement.placer
         placer.concurrency = 1
-        record = placer.assignment.record
-        failures: list[int] = []
-
-        async def loses_the_first_batch(op_id: str, outcomes: Any) -> None:
-            if not failures:
-                failures.append(len(outcomes))
-                raise RuntimeError("database connection lost")
-            await record(op_id, outcomes)
-
-        placer.assignment.record = loses_the_first_batch  # type: ignore[method-assign]
+        failures = self.losing_the_first_batch()
         op_id = self.start_in_background({"auto_assign": {"rooms": 2}})
         final = self.answered(op_id)
         self.assertEqual(failures, [len(self.users)])  # every result was lost
