@@ -311,6 +311,8 @@ class BreakoutAdminResource(DirectServeJsonResource):
         acting = req.acting_user or caller.user_id
         if caller.restraint or await restraint(self._api, acting):
             now = self._api.get_current_time_msec()
+            if not req.wait:
+                return HTTPStatus.ACCEPTED, {"operation_id": pretend.operation_id(now)}
             return HTTPStatus.OK, pretend.start(parent, req, self._api.server_name, now)
         limited = not caller.is_admin
         if not req.wait:

@@ -56,8 +56,9 @@ ROLLED_BACK_MEANWHILE = SynapseError(
 )
 
 
-def replay(earlier: Operation, parent: str) -> StartAnswer:
-    """The first answer of an operation repeated with the same txn_id."""
+def check_same_parent(earlier: Operation, parent: str) -> None:
+    """A txn_id names one start on one parent: reused elsewhere, it is a 400
+    (whether the caller waits or not)."""
     if earlier.parent_room_id != parent:
         raise SynapseError(
             HTTPStatus.BAD_REQUEST,
@@ -65,6 +66,11 @@ def replay(earlier: Operation, parent: str) -> StartAnswer:
             f"{earlier.parent_room_id}",
             Codes.INVALID_PARAM,
         )
+
+
+def replay(earlier: Operation, parent: str) -> StartAnswer:
+    """The first answer of an operation repeated with the same txn_id."""
+    check_same_parent(earlier, parent)
     if earlier.state == OperationState.PENDING or earlier.response is None:
         raise BreakoutActiveError(
             f"the operation with txn_id {earlier.txn_id!r} is still under way"

@@ -30,6 +30,13 @@ def _made_up(sigil: str) -> str:
     return sigil + raw.rstrip("=")
 
 
+def operation_id(now: int) -> str:
+    """A start's operation ID (``wait: false``), shaped like a real one
+    (start.py); ``GET /operations`` does not know it, as Synapse does not
+    know the made-up IDs of a shadow-banned user's events."""
+    return f"{now}-{secrets.token_hex(6)}"
+
+
 def start(parent: str, req: StartRequest, server_name: str, now: int) -> StartAnswer:
     """A start's answer, as if its rooms were made."""
     if req.rooms is not None:

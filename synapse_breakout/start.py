@@ -38,6 +38,7 @@ from synapse_breakout.journal import (
     CREATION_MARKER,
     ROLLED_BACK_MEANWHILE,
     Journal,
+    check_same_parent,
     failure,
     replay,
 )
@@ -167,6 +168,7 @@ class Starter:
                 # A retry gets the first answer, whatever changed since.
                 earlier = await self._store.find_txn(requester, req.txn_id)
                 if earlier is not None:
+                    check_same_parent(earlier, parent)
                     if journalled is not None:
                         journalled(earlier.op_id)
                     answer = replay(earlier, parent)

@@ -242,6 +242,21 @@ class AdminApiTestCase(ParentRoomTestCase):
         )
         self.assertIn("txn_id", body["error"])
         self.assertIn(self.parent, body["error"])
+        # The same when the caller does not wait (not a 202 with the other
+        # parent's operation).
+        body = self.call(
+            "POST",
+            self.room_path(other),
+            {
+                "acting_user": self.host,
+                "rooms": [{"name": "B"}],
+                "txn_id": "t",
+                "wait": False,
+            },
+            expect=HTTPStatus.BAD_REQUEST,
+        )
+        self.assertEqual(body["errcode"], "M_INVALID_PARAM")
+        self.assertIn("txn_id", body["error"])
 
     def test_replace_checks_the_old_type_can_be_ended_before_creating(self) -> None:
         parent = self.make_parent(

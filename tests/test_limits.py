@@ -85,6 +85,15 @@ class ModeratorLimitsTestCase(ParentRoomTestCase):
         )
         # Told it worked (Synapse's convention), and nothing happened.
         self.assertEqual(result["rooms"][0]["users"], [self.users[0]])
+        # Not waiting: a 202 with an operation ID, as anyone else gets.
+        accepted = self.call(
+            "POST",
+            self.room_path(),
+            {"rooms": [{"name": "A"}], "wait": False},
+            tok=self.mod_tok,
+            expect=HTTPStatus.ACCEPTED,
+        )
+        self.assertEqual(list(accepted), ["operation_id"])
         self.assertEqual(self.local_room_count(), before)
         self.assertIsNone(self.state(self.parent, UNSTABLE))
         self.assertFalse(self.call("GET", self.room_path())["active"])
