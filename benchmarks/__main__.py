@@ -69,6 +69,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "creation, in a lobby of the smallest --split-sizes",
     )
     parser.add_argument(
+        "--split-messages",
+        action="store_true",
+        help="split: measure only messages in another room during a split, in "
+        "a lobby of the largest --split-sizes",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=KEYS,
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         event_cache_size=args.event_cache_size,
         split_sizes=tuple(args.split_sizes) if args.split_sizes else None,
         split_bounds=args.split_bounds,
+        split_messages=args.split_messages,
     )
     started = time.perf_counter()
     results: dict[str, Any] = run(plan)

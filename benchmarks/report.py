@@ -160,16 +160,19 @@ def _split_rows(figures: Any) -> list[Row]:
                     "linear",
                 )
             )
-    unrelated = figures["unrelated_messages"]
-    rows.append(
-        (
-            "split unrelated",
-            str(members),
-            _summary(unrelated),
-            f">= 0.9: {'ok' if unrelated['median'] >= 0.9 else 'MISSED'}",
-        )
-    )
+    rows.append(_unrelated_row(members, figures["unrelated_messages"]))
     return rows
+
+
+def _unrelated_row(members: Any, unrelated: dict[str, Any]) -> Row:
+    """Messages in another room during a split (``split`` and
+    ``split_messages``)."""
+    return (
+        "split unrelated",
+        str(members),
+        _summary(unrelated),
+        f">= 0.9: {'ok' if unrelated['median'] >= 0.9 else 'MISSED'}",
+    )
 
 
 def table(results: dict[str, Any]) -> str:
@@ -205,6 +208,9 @@ def table(results: dict[str, Any]) -> str:
         rows += _background_rows(results["background"])
     if "split" in results:
         rows += _split_rows(results["split"])
+    if "split_messages" in results:
+        figures = results["split_messages"]
+        rows.append(_unrelated_row(figures["members"], figures["unrelated_messages"]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

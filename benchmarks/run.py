@@ -31,6 +31,7 @@ class Plan:
     split_sizes: tuple[int, ...] = split.SIZES
     split_rounds: int = 1
     split_bounds: bool = False
+    split_messages: bool = False
 
     @classmethod
     def make(
@@ -40,12 +41,14 @@ class Plan:
         event_cache_size: int = EVENT_CACHE_SIZE,
         split_sizes: tuple[int, ...] | None = None,
         split_bounds: bool = False,
+        split_messages: bool = False,
     ) -> Plan:
         return cls(
             event_cache_size=event_cache_size,
             split_sizes=split_sizes or split.SIZES,
             split_rounds=1 if quick else 3,
             split_bounds=split_bounds,
+            split_messages=split_messages,
             keys=frozenset(only),
             hot_path_rounds=3 if quick else 15,
             start_rounds=2 if quick else 7,
@@ -107,6 +110,15 @@ def _run(bench: Bench, plan: Plan) -> dict[str, Any]:
         if plan.split_bounds:
             results["split_bounds"] = split.run_bounds(
                 bench, host, token, min(plan.split_sizes)
+            )
+        elif plan.split_messages:
+            results["split_messages"] = split.run_messages(
+                bench,
+                host,
+                token,
+                unrelated,
+                plan.split_rounds,
+                max(plan.split_sizes),
             )
         else:
             results["split"] = split.run(

@@ -49,8 +49,10 @@ ROOM_SIZE = 50
 MODES = ("invite", "join")
 PATHS = ("api", "limit")
 BOUNDS = (1, 2, 4, 8, 16)
-#: Messages in the unrelated room for the baseline.
-MESSAGES = 40
+#: Messages in the unrelated room just before and just after each split (the
+#: baseline: their mean; the rate drifts from batch to batch, so one batch
+#: sent first would put that drift in the figure).
+MESSAGES_AROUND = 200
 #: Messages sent while the split runs (it gives way to them, pacing.py: sending
 #: until it ends would take many times its own length).
 MESSAGES_DURING = 400
@@ -192,15 +194,19 @@ def _operation_done(bench: Bench, token: str, op_id: str) -> bool:
 def unrelated_messages(
     bench: Bench, lobby: Parent, room_id: str, rounds: int
 ) -> list[float]:
-    """Messages/s in ``room_id`` during a split over messages/s without, per
-    round."""
-    ratios = []
-    for _ in range(rounds):
+    """Messages/s in ``room_id`` during a split over the mean of messages/s
+    just before and just after it, per round (the method of live_split.py)."""
+
+    def alone() -> float:
         bench.pump()
         started = bench.timer.now()
-        for i in range(MESSAGES):
+        for i in range(MESSAGES_AROUND):
             _send(bench, lobby.host, room_id, i)
-        alone = MESSAGES / (bench.timer.now() - started)
+        return MESSAGES_AROUND / (bench.timer.now() - started)
+
+    ratios = []
+    for _ in range(rounds):
+        before = alone()
         channel = bench.request(
             "POST", _path(lobby.room_id), split_body("invite", wait=False), lobby.token
         )
@@ -215,20 +221,38 @@ def unrelated_messages(
             if sent % 10 == 0 and _operation_done(bench, lobby.token, op_id):
                 break
         during = sent / (bench.timer.now() - started)
-        logger.info(
-            "messages alone %.1f/s, during a split %.1f/s (%d sent)",
-            alone,
-            during,
-            sent,
-        )
         if sent < MESSAGES_DURING:
             logger.warning("the split ended before %d messages", MESSAGES_DURING)
-        ratios.append(during / alone)
-        # The rest of the split, alone.
+        # The rest of the split, alone; then the messages after it.
         while not _operation_done(bench, lobby.token, op_id):
             bench.pump(1.0)
+        after = alone()
+        logger.info(
+            "messages before %.1f/s, during a split %.1f/s (%d sent), after %.1f/s",
+            before,
+            during,
+            sent,
+            after,
+        )
+        ratios.append(during / ((before + after) / 2))
         end_breakout(bench, lobby)
     return ratios
+
+
+def run_messages(
+    bench: Bench, host: str, token: str, unrelated_room: str, rounds: int, size: int
+) -> dict[str, Any]:
+    """``split_messages``: only the unrelated-messages figure, in a lobby of
+    ``size`` (the whole ``split`` run at 10,000 takes an hour)."""
+    bench.switch.set(Config.WITH)
+    lobby = build_lobby(bench, host, token, size)
+    bench.settle()
+    return {
+        "members": size,
+        "unrelated_messages": Summary.of(
+            unrelated_messages(bench, lobby, unrelated_room, rounds)
+        ).to_json(),
+    }
 
 
 def fitted(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
