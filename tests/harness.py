@@ -23,6 +23,7 @@ from synapse.rest.client import login, register, room
 from synapse.server import HomeServer
 from synapse.storage.database import LoggingTransaction
 from synapse.util.clock import Clock
+from tests.server import FakeChannel
 from twisted.internet.testing import MemoryReactor
 from twisted.web.resource import Resource
 
@@ -181,6 +182,22 @@ class ParentRoomTestCase(BreakoutTestCase):
             self.helper.join(room_id, user, tok=tok)
         return room_id
 
+    def api_request(
+        self, method: str, path: str, body: Any, access_token: str | None
+    ) -> FakeChannel:
+        """A request to the module's API, waited for as long as a start may
+        take: the default wait gives up after about 100 reactor turns, and a
+        start on PostgreSQL takes one or more per database query."""
+        channel = self.make_request(
+            method,
+            BASE + path,
+            body if body is not None else b"",
+            access_token=access_token,
+            await_result=False,
+        )
+        channel.await_result(timeout_ms=API_TIMEOUT_MS)
+        return channel
+
     def call(
         self,
         method: str,
@@ -189,14 +206,9 @@ class ParentRoomTestCase(BreakoutTestCase):
         tok: str | None = None,
         expect: int = HTTPStatus.OK,
     ) -> Any:
-        channel = self.make_request(
-            method,
-            BASE + path,
-            body if body is not None else b"",
-            access_token=tok if tok is not None else self.admin_tok,
-            await_result=False,
+        channel = self.api_request(
+            method, path, body, tok if tok is not None else self.admin_tok
         )
-        channel.await_result(timeout_ms=API_TIMEOUT_MS)
         self.assertEqual(channel.code, expect, channel.json_body)
         return channel.json_body
 

@@ -585,11 +585,8 @@ class OpenApiTestCase(ParentRoomTestCase):
         self, method: str, path: str, body: Any = None, tok: str | None = ""
     ) -> FakeChannel:
         """``tok``: "" for the admin's, None for no token at all."""
-        return self.make_request(
-            method,
-            BASE + path,
-            body if body is not None else b"",
-            access_token=self.admin_tok if tok == "" else tok,
+        return self.api_request(
+            method, path, body, self.admin_tok if tok == "" else tok
         )
 
     def active_parent(self) -> str:
