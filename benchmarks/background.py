@@ -36,7 +36,7 @@ def _eject_pass(bench: Bench) -> Callable[[], Awaitable[object]] | None:
 
 def _interval_seconds() -> float | None:
     try:
-        from synapse_breakout.lifecycle import EJECTION_INTERVAL_MS
+        from synapse_breakout.background.loops import EJECTION_INTERVAL_MS
     except ImportError:
         return None
     return float(EJECTION_INTERVAL_MS) / 1000

@@ -63,7 +63,7 @@ class NoPacing:
     step goes at once), for the ``unpaced`` side only."""
 
     def __init__(self, config: dict[str, Any], api: Any):
-        from synapse_breakout import pacing
+        from synapse_breakout.rooms import pacing
 
         @contextlib.asynccontextmanager
         async def at_once(_self: Any) -> AsyncIterator[None]:

@@ -39,8 +39,8 @@ from benchmarks.harness import Bench, Config, bulk_join, joined_members
 from benchmarks.start import API_BASE, Parent, child_config, end_breakout
 from benchmarks.stats import Summary, interleave, paired_ratios, timed
 from synapse_breakout.config import UNSTABLE_EVENT_TYPE
-from synapse_breakout.content import fits_in_event
-from synapse_breakout.sizing import spread
+from synapse_breakout.matrix.auto_assign import spread
+from synapse_breakout.matrix.content import fits_in_event
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def fitted(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
 def bound_sweep(bench: Bench, lobby: Parent) -> dict[str, Any]:
     """The API's ``move: invite`` split at each placement bound, and room
     creation one by one against ``max(BOUNDS)`` at once (Synapse's handler)."""
-    placer = bench.switch.module.operations.placement.placer
+    placer = bench.switch.module.placer
     default = placer.concurrency
     seconds: dict[str, float] = {}
     try:

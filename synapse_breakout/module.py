@@ -1,7 +1,9 @@
 """The module's entry point: what Synapse loads from ``homeserver.yaml``.
 
-Wiring only: the callbacks Synapse calls are one-liners here. docs/development.md
-maps where the work lives.
+Wiring only: every part is built once here, in the order of the layers
+(journal, rooms, operations, then the three ways in: HTTP, Synapse's hooks and
+the background loops), and handed to those that use it; the callbacks Synapse
+calls are one-liners. docs/development.md maps where the work lives.
 """
 
 from __future__ import annotations
@@ -14,36 +16,55 @@ from typing import Any
 from synapse.module_api import EventBase, ModuleApi, StateMap
 
 from synapse_breakout import synapse_adapter
-from synapse_breakout.admin_api import BASE_PATH, BreakoutAdminResource, Operations
-from synapse_breakout.announce import Announcer
-from synapse_breakout.closing import Closer
+from synapse_breakout.background.loops import BackgroundLoops
 from synapse_breakout.config import (
     BREAKOUT_EVENT_TYPES,
     BreakoutConfig,
     UnknownSenders,
     parse_config,
 )
-from synapse_breakout.console import (
+from synapse_breakout.hooks.event_rules import BreakoutRules
+from synapse_breakout.hooks.sender_trust import SenderTrust
+from synapse_breakout.http.admin_api import BASE_PATH, BreakoutAdminResource, Operations
+from synapse_breakout.http.console.resource import (
     CONSOLE_PATH,
     ConsoleApiResource,
     ConsoleResource,
 )
-from synapse_breakout.console_session import ConsoleSessions
-from synapse_breakout.console_view import ConsoleView
-from synapse_breakout.deadlines import Deadlines
-from synapse_breakout.help import HelpDesk
-from synapse_breakout.journal import Journal
-from synapse_breakout.lifecycle import Lifecycle
-from synapse_breakout.parent import ParentRooms
-from synapse_breakout.placement import Placement
-from synapse_breakout.progress import Progress
-from synapse_breakout.rules import BreakoutRules
-from synapse_breakout.running import RunningBreakouts
-from synapse_breakout.schema import BreakoutStore, SchemaTooNewError
-from synapse_breakout.spam import SenderTrust
-from synapse_breakout.start import Starter
-from synapse_breakout.store import OperationStore
-from synapse_breakout.upkeep import Upkeep
+from synapse_breakout.http.console.sessions import ConsoleSessions
+from synapse_breakout.http.console.view import ConsoleView
+from synapse_breakout.http.flags import Flags
+from synapse_breakout.journal.assignment import AssignmentStore
+from synapse_breakout.journal.deadlines import DeadlineStore
+from synapse_breakout.journal.help import HelpStore
+from synapse_breakout.journal.locks import ParentLocks
+from synapse_breakout.journal.operations import OperationStore
+from synapse_breakout.journal.ownership import Ownership
+from synapse_breakout.journal.retention import Retention
+from synapse_breakout.journal.rows import UNFINISHED
+from synapse_breakout.journal.schema import Schema, SchemaTooNewError
+from synapse_breakout.journal.verdicts import VerdictStore
+from synapse_breakout.operations.after_commit import AfterCommit
+from synapse_breakout.operations.broadcast import Broadcaster
+from synapse_breakout.operations.deadline import DeadlineKeeper
+from synapse_breakout.operations.describe import Describer
+from synapse_breakout.operations.eject import Ejector
+from synapse_breakout.operations.end import Ender
+from synapse_breakout.operations.help import HelpDesk
+from synapse_breakout.operations.move import Mover
+from synapse_breakout.operations.place_users import Placer
+from synapse_breakout.operations.progress import BackgroundStarts, OperationView
+from synapse_breakout.operations.recovery import Recovery
+from synapse_breakout.operations.rollback import RollBack
+from synapse_breakout.operations.start import Starter
+from synapse_breakout.operations.start_checks import StartChecks
+from synapse_breakout.rooms.acting import ActingUsers
+from synapse_breakout.rooms.announcer import Announcer
+from synapse_breakout.rooms.breakout_event import BreakoutEvents
+from synapse_breakout.rooms.closing import Closer
+from synapse_breakout.rooms.memberships import Memberships
+from synapse_breakout.rooms.pacing import Pacer
+from synapse_breakout.rooms.parent import ParentRooms
 
 logger = logging.getLogger(__name__)
 
@@ -59,36 +80,137 @@ class BreakoutModule:
         synapse_adapter.require_internals(api)
         self._config = config
         self._api = api
-        self.store = BreakoutStore(api)
-        self.operation_store = OperationStore(api)
-        self.rules = BreakoutRules(config, api)
-        self.trust = SenderTrust(config, api)
-        store = self.operation_store
-        self.journal = Journal(api, store)
-        parents = ParentRooms(config, api, store, self.journal)
-        placement = Placement(config, api, store, parents)
-        announcer = Announcer(config, api)
-        closer = Closer(store, parents, placement, announcer)
-        starter = Starter(
-            config, api, store, self.journal, parents, placement, announcer, closer
+        self._build_journal()
+        self._build_rooms()
+        self._build_operations()
+        self._register_hooks()
+        self._register_http()
+        self.ownership.renew_here()
+        if api.should_run_background_tasks():
+            # Only the instance that runs background tasks owns the schema,
+            # recovery, timers and ejection.
+            api.run_as_background_process("breakout_start_up", self._start_up)
+        logger.info(
+            "synapse_breakout loaded (event_type=%s, enforce_power_level_in=%s, "
+            "unknown_senders=%s, admin_api=%s)",
+            config.event_type,
+            config.enforce_power_level_in.value,
+            config.unknown_senders.value,
+            config.admin_api.enabled,
         )
-        running = RunningBreakouts(api, store, parents, placement, announcer, closer)
-        deadlines = Deadlines(config, api, store, parents, placement, announcer)
-        self.operations = Operations(
-            parents,
-            starter,
-            running,
-            placement,
-            deadlines,
-            HelpDesk(api, store, parents, announcer),
-            Progress(api, store, starter),
-        )
-        self.lifecycle = Lifecycle(
-            config, api, store, self.journal, starter, running, placement, deadlines
-        )
-        self.upkeep = Upkeep(api, self.journal, config.retention_days)
-        self.upkeep.renew_leases_here()
 
+    def _build_journal(self) -> None:
+        api = self._api
+        self.schema = Schema(api)
+        self.operation_store = OperationStore(api)
+        self.assignments = AssignmentStore(api)
+        self.ownership = Ownership(api)
+        self.locks = ParentLocks(api, self.ownership, UNFINISHED)
+        self.verdicts = VerdictStore(api)
+        self.retention = Retention(api, self._config.retention_days)
+
+    def _build_rooms(self) -> None:
+        config, api, store = self._config, self._api, self.operation_store
+        self.pacer = Pacer(api)
+        self.parents = ParentRooms(config, api, store)
+        self.acting = ActingUsers(config, api, store)
+        self.events = BreakoutEvents(api)
+        self.memberships = Memberships(api, self.pacer)
+        self.announcer = Announcer(config, api)
+        self.closer = Closer(store, self.parents, self.memberships, self.announcer)
+
+    def _build_operations(self) -> None:
+        config, api, store = self._config, self._api, self.operation_store
+        self.rollback = RollBack(api, store)
+        self.placer = Placer(api, store, self.assignments, self.memberships, self.pacer)
+        self.after_commit = AfterCommit(
+            api,
+            store,
+            self.assignments,
+            self.ownership,
+            self.events,
+            self.placer,
+            self.announcer,
+            self.closer,
+        )
+        checks = StartChecks(config, api, store, self.parents, self.acting)
+        starter = Starter(
+            config,
+            api,
+            store,
+            self.ownership,
+            checks,
+            self.parents,
+            self.events,
+            self.rollback,
+            self.pacer,
+            self.closer,
+            self.after_commit,
+        )
+        self.recovery = Recovery(
+            api,
+            store,
+            self.assignments,
+            self.locks,
+            self.ownership,
+            self.rollback,
+            self.after_commit,
+        )
+        self.operations = self._endpoint_operations(checks, starter)
+        self.loops = BackgroundLoops(
+            config,
+            api,
+            store,
+            self.recovery,
+            self.operations.ender,
+            self.operations.deadlines,
+            Ejector(api, self.parents, self.memberships),
+            self.retention,
+        )
+
+    def _endpoint_operations(self, checks: StartChecks, starter: Starter) -> Operations:
+        config, api, store = self._config, self._api, self.operation_store
+        parents, acting, events = self.parents, self.acting, self.events
+        view = OperationView(store, self.assignments)
+        return Operations(
+            parents=parents,
+            checks=checks,
+            starter=starter,
+            background=BackgroundStarts(api, starter),
+            view=view,
+            describer=Describer(api, store, self.assignments, parents, view),
+            ender=Ender(store, self.locks, parents, acting, events, self.closer),
+            broadcaster=Broadcaster(
+                store, parents, acting, self.memberships, self.announcer
+            ),
+            mover=Mover(
+                config,
+                api,
+                store,
+                self.assignments,
+                self.locks,
+                parents,
+                acting,
+                events,
+                self.memberships,
+            ),
+            deadlines=DeadlineKeeper(
+                config,
+                api,
+                store,
+                DeadlineStore(api),
+                parents,
+                acting,
+                self.memberships,
+                self.announcer,
+            ),
+            help=HelpDesk(api, store, HelpStore(api), parents, self.announcer),
+        )
+
+    def _register_hooks(self) -> None:
+        config, api = self._config, self._api
+        self.rules = BreakoutRules(config, api)
+        self.trust = SenderTrust(config, api, self.verdicts)
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed
         )
@@ -103,57 +225,45 @@ class BreakoutModule:
             api.register_add_extra_fields_to_unsigned_client_event_callbacks(
                 add_field_to_unsigned_callback=self.add_field_to_unsigned
             )
+
+    def _register_http(self) -> None:
+        config, api = self._config, self._api
+        sessions = ConsoleSessions(api) if config.console.enabled else None
         if config.admin_api.enabled:
             api.register_web_resource(
                 BASE_PATH,
-                BreakoutAdminResource(config, api, self.operations, self.trust.flags),
-            )
-        if config.console.enabled:  # the host console (docs/console.md)
-            api.register_web_resource(
-                CONSOLE_PATH,
-                ConsoleResource(
-                    ConsoleApiResource(
-                        api,
-                        ConsoleSessions(api),
-                        ConsoleView(config, api, parents, running),
-                    )
+                BreakoutAdminResource(
+                    config, api, self.operations, Flags(api, self.verdicts), sessions
                 ),
             )
-        if api.should_run_background_tasks():
-            # Only the instance that runs background tasks owns the schema,
-            # recovery, timers and ejection.
-            api.run_as_background_process("breakout_start_up", self._start_up)
-        logger.info(
-            "synapse_breakout loaded (event_type=%s, enforce_power_level_in=%s, "
-            "unknown_senders=%s, admin_api=%s)",
-            config.event_type,
-            config.enforce_power_level_in.value,
-            config.unknown_senders.value,
-            config.admin_api.enabled,
-        )
+        if sessions is not None:  # the host console (docs/console.md)
+            view = ConsoleView(config, api, self.parents, self.operations.describer)
+            api.register_web_resource(
+                CONSOLE_PATH,
+                ConsoleResource(ConsoleApiResource(api, sessions, view)),
+            )
 
     async def _start_up(self) -> None:
         try:
-            await self.store.create_schema()
+            await self.schema.create()
         except SchemaTooNewError as e:
             refuse_to_run(e)
             return
-        await self.lifecycle.recover()
-        self.lifecycle.schedule()
-        self.upkeep.schedule_retention()
+        await self.loops.recover()
+        self.loops.schedule()
 
     async def check_event_allowed(
         self, event: EventBase, state_events: StateMap[EventBase]
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Third-party rules callback: the event rules (rules.py, docs/rules.md)."""
+        """Third-party rules callback: the event rules (hooks/event_rules.py)."""
         return await self.rules.check_event_allowed(event, state_events)
 
     async def check_event_for_spam(self, event: EventBase) -> Any:
-        """Spam-checker callback: unknown senders (spam.py, docs/security.md)."""
+        """Spam-checker callback: unknown senders (hooks/sender_trust.py)."""
         return await self.trust.check_event_for_spam(event)
 
     async def add_field_to_unsigned(self, event: EventBase) -> dict[str, Any]:
-        """Unsigned-fields callback: the sender-trust annotation (spam.py)."""
+        """Unsigned-fields callback: the sender-trust annotation."""
         return await self.trust.add_unsigned(event)
 
     @staticmethod

@@ -1,9 +1,10 @@
 """The few Synapse internals the public module API does not offer, in one place.
 
-Everything else in the module goes through ``synapse.module_api``. Each function
-here says why it must reach further, checks the shape of what it touches and
-falls back safely when a Synapse release changes it. ``tests/test_synapse_adapter.py``
-runs them against the installed Synapse.
+Everything else goes through ``synapse.module_api``. Each function here says
+why it must reach further and falls back safely when a release changes what
+it touches; ``require_internals`` refuses an unfit release at start-up;
+``tests/test_synapse_adapter.py`` runs them against the installed Synapse.
+SQL on Synapse's own tables lives here too: its schema is an internal.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from synapse.types import UserID, create_requester
 
 logger = logging.getLogger(__name__)
 
-#: The version of child rooms when the parent's cannot have a "restricted" rule.
-DEFAULT_CHILD_VERSION = "12"
-
 
 def creators_outrank_everyone(room_version: str) -> bool:
     """Whether the room version gives its creators unlimited power (MSC4289).
@@ -40,32 +38,41 @@ def creators_outrank_everyone(room_version: str) -> bool:
     return known is not None and known.msc4289_creator_power_enabled
 
 
-def child_room_version(parent_version: str) -> str:
-    """The version of a child room: its parent's, if it allows "restricted".
+def allows_restricted_join_rule(room_version: str) -> bool:
+    """Whether the room version has the "restricted" join rule.
 
-    Why internal: as ``creators_outrank_everyone``. A version too old for
-    "restricted" (or unknown here) gives ``DEFAULT_CHILD_VERSION``.
+    Why internal: as ``creators_outrank_everyone``. An unknown version
+    answers False.
     """
-    known = KNOWN_ROOM_VERSIONS.get(parent_version)
-    if known is None or not known.restricted_join_rule:
-        return DEFAULT_CHILD_VERSION
-    return parent_version
+    known = KNOWN_ROOM_VERSIONS.get(room_version)
+    return known is not None and known.restricted_join_rule
 
 
-def _known_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
-    clause, args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
-    txn.execute(
-        "SELECT DISTINCT room_id FROM state_events"
-        f" WHERE type = 'm.room.create' AND state_key = '' AND {clause}",
-        args,
-    )
-    return {row[0] for row in txn}
+def _in_txn(
+    txn: LoggingTransaction, sql: str, column: str, ids: list[str], extra: list[Any]
+) -> list[tuple[Any, ...]] | int:
+    clause, args = make_in_list_sql_clause(txn.database_engine, column, ids)
+    txn.execute(sql.format(ids=clause), [*args, *extra])
+    return txn.rowcount if sql.startswith("DELETE") else [tuple(r) for r in txn]
 
 
-def _existing_rooms_txn(txn: LoggingTransaction, room_ids: list[str]) -> set[str]:
-    clause, args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
-    txn.execute(f"SELECT room_id FROM rooms WHERE {clause}", args)
-    return {row[0] for row in txn}
+async def _rows_among(
+    api: ModuleApi, desc: str, sql: str, column: str, ids: Iterable[str], *extra: Any
+) -> Any:
+    """One query on Synapse's tables for all of ``ids`` (none for no ids):
+    ``sql``'s ``{ids}`` is a clause ``column IN ids``. Its rows, or how many
+    rows a ``DELETE`` deleted."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return 0 if sql.startswith("DELETE") else []
+    return await api.run_db_interaction(desc, _in_txn, sql, column, wanted, list(extra))
+
+
+async def _ids_among(
+    api: ModuleApi, desc: str, sql: str, column: str, ids: Iterable[str], *extra: Any
+) -> set[str]:
+    """The first column of :func:`_rows_among`'s rows."""
+    return {row[0] for row in await _rows_among(api, desc, sql, column, ids, *extra)}
 
 
 async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
@@ -75,11 +82,12 @@ async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
     for ``get_room_state`` to show; only Synapse's ``rooms`` table says whether
     the room is still registered. One query for all of them.
     """
-    wanted = sorted(set(room_ids))
-    if not wanted:
-        return set()
-    return await api.run_db_interaction(
-        "breakout_existing_rooms", _existing_rooms_txn, wanted
+    return await _ids_among(
+        api,
+        "breakout_existing_rooms",
+        "SELECT room_id FROM rooms WHERE {ids}",
+        "room_id",
+        room_ids,
     )
 
 
@@ -93,27 +101,14 @@ async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> se
     state event the server has stored, through the public
     ``run_db_interaction``.
     """
-    wanted = sorted(set(room_ids))
-    if not wanted:
-        return set()
-    return await api.run_db_interaction(
-        "breakout_rooms_with_create_event", _known_rooms_txn, wanted
+    return await _ids_among(
+        api,
+        "breakout_rooms_with_create_event",
+        "SELECT DISTINCT room_id FROM state_events"
+        " WHERE type = 'm.room.create' AND state_key = '' AND {ids}",
+        "room_id",
+        room_ids,
     )
-
-
-def _memberships_txn(
-    txn: LoggingTransaction, room_ids: list[str], wanted: list[str]
-) -> list[tuple[str, str, str]]:
-    rooms, room_args = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
-    kinds, kind_args = make_in_list_sql_clause(
-        txn.database_engine, "membership", wanted
-    )
-    txn.execute(
-        "SELECT room_id, state_key, membership FROM current_state_events"
-        f" WHERE type = 'm.room.member' AND {rooms} AND {kinds}",
-        room_args + kind_args,
-    )
-    return [(row[0], row[1], row[2]) for row in txn]
 
 
 async def members_of_rooms(
@@ -123,21 +118,24 @@ async def members_of_rooms(
     ``{room_id: {user_id: membership}}``, rooms without any left out.
 
     Why internal: the module API's only way to a room's members is
-    ``get_room_state``, which loads every member event. The ejection check
-    reads the members of every child of every running break-out each 5
-    seconds: at 5,000 users in 100 children that was 5,000 events per check,
-    and on a real Synapse process about a second of its reactor every 5
-    seconds (messages elsewhere slowed in bursts; docs/performance.md). This
-    is one query on Synapse's ``current_state_events``, which keeps each
-    current member event's membership in a column of its own (Synapse's
-    room member store reads it the same way; rejected events have none).
+    ``get_room_state``, which loads every member event: the ejection check
+    (every child of every break-out, each 5 s) took about a second of the
+    reactor every 5 s at 5,000 users (docs/performance.md). This is one query
+    on ``current_state_events``, whose ``membership`` column Synapse's room
+    member store reads the same way (rejected events have none).
     """
-    rooms = sorted(set(room_ids))
-    if not rooms or not memberships:
-        return {}
+    kinds = sorted(memberships)
     found: dict[str, dict[str, str]] = {}
-    for room_id, user_id, membership in await api.run_db_interaction(
-        "breakout_members_of_rooms", _memberships_txn, rooms, sorted(memberships)
+    for room_id, user_id, membership in await _rows_among(
+        api,
+        "breakout_members_of_rooms",
+        "SELECT room_id, state_key, membership FROM current_state_events"
+        " WHERE type = 'm.room.member' AND {ids} AND membership IN ("
+        + ", ".join("?" for _ in kinds)
+        + ")",
+        "room_id",
+        room_ids if kinds else (),
+        *kinds,
     ):
         found.setdefault(room_id, {})[user_id] = membership
     return found
@@ -157,7 +155,8 @@ def skip_state_load_for_other_event_types(
     ``event_types``, when the only registered callbacks are ``callback``
     (which would allow it), it answers "allowed" without loading state. Any
     other module's callback, or any break-out event, goes through Synapse's own
-    dispatcher unchanged.
+    dispatcher unchanged. The registered callbacks are read on every call (a
+    module or test may replace the list after start-up).
 
     Returns:
         Whether the shortcut is in place (False: Synapse's layout is not the
@@ -165,10 +164,9 @@ def skip_state_load_for_other_event_types(
     """
     hs = getattr(api, "_hs", None)
     rules = hs.get_module_api_callbacks().third_party_event_rules if hs else None
-    callbacks = getattr(rules, "_check_event_allowed_callbacks", None)
     original = getattr(rules, "check_event_allowed", None)
     if (
-        not isinstance(callbacks, list)
+        not isinstance(getattr(rules, "_check_event_allowed_callbacks", None), list)
         or original is None
         or list(inspect.signature(original).parameters) != ["event", "context"]
     ):
@@ -190,7 +188,8 @@ def skip_state_load_for_other_event_types(
     async def check_event_allowed(
         event: EventBase, context: Any
     ) -> tuple[bool, dict[str, Any] | None]:
-        if all(cb == callback for cb in callbacks):
+        callbacks = getattr(rules, "_check_event_allowed_callbacks", None)
+        if isinstance(callbacks, list) and all(cb == callback for cb in callbacks):
             if event.type not in event_types:
                 return True, None
             if freezes:
@@ -246,25 +245,6 @@ async def _check_unfrozen(
     return True, replacement if isinstance(replacement, dict) else None
 
 
-async def send_event(api: ModuleApi, event_dict: dict[str, Any]) -> EventBase:
-    """Send a non-membership event as a local user, without rate limiting.
-
-    Why internal: ``ModuleApi.create_and_send_event_into_room`` applies the
-    sender's message rate limit (``rc_message``). A host's break-out sends a
-    notice to every child room at once (broadcast, end), which the default
-    limit (0.2/s, burst 10) would refuse half-way. The event still passes every
-    event rule and authorization check.
-    """
-    requester = create_requester(
-        event_dict["sender"], authenticated_entity=api.server_name
-    )
-    handler = api._hs.get_event_creation_handler()
-    event, _ = await handler.create_and_send_nonmember_event(
-        requester, event_dict, ratelimit=False
-    )
-    return event
-
-
 async def update_membership(
     api: ModuleApi, sender: str, target: str, room_id: str, membership: str
 ) -> str:
@@ -290,18 +270,7 @@ async def update_membership(
     return event_id
 
 
-def _created_rooms_txn(
-    txn: LoggingTransaction, sender: str, since_ts: int
-) -> list[str]:
-    txn.execute(
-        "SELECT room_id FROM events WHERE type = 'm.room.create' AND sender = ?"
-        " AND origin_server_ts >= ?",
-        (sender, since_ts),
-    )
-    return [row[0] for row in txn]
-
-
-async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[str]:
+async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> set[str]:
     """Rooms whose create event ``sender`` sent at or after ``since_ts`` (ms).
 
     Why internal: a crash can fall between Synapse persisting a child room's
@@ -310,22 +279,15 @@ async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> list[s
     in their create event through the public ``get_room_state``). No module
     API lists rooms by creator.
     """
-    return await api.run_db_interaction(
-        "breakout_rooms_created_by", _created_rooms_txn, sender, since_ts
+    return await _ids_among(
+        api,
+        "breakout_rooms_created_by",
+        "SELECT room_id FROM events WHERE type = 'm.room.create' AND {ids}"
+        " AND origin_server_ts >= ?",
+        "sender",
+        [sender],
+        since_ts,
     )
-
-
-def _accepted_events_txn(
-    txn: LoggingTransaction, event_ids: list[str], rejected: bool
-) -> set[str]:
-    clause, args = make_in_list_sql_clause(txn.database_engine, "e.event_id", event_ids)
-    test = "EXISTS" if rejected else "NOT EXISTS"
-    txn.execute(
-        f"SELECT e.event_id FROM events e WHERE {clause} AND {test}"
-        " (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)",
-        args,
-    )
-    return {row[0] for row in txn}
 
 
 async def stored_events(
@@ -339,23 +301,16 @@ async def stored_events(
     way to ask whether an event was rejected (``rejections`` table). One
     query for all of them.
     """
-    wanted = sorted(set(event_ids))
-    if not wanted:
-        return set()
-    return await api.run_db_interaction(
-        "breakout_stored_events", _accepted_events_txn, wanted, rejected
+    test = "EXISTS" if rejected else "NOT EXISTS"
+    return await _ids_among(
+        api,
+        "breakout_stored_events",
+        "SELECT e.event_id FROM events e WHERE {ids} AND "
+        + test
+        + " (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)",
+        "e.event_id",
+        event_ids,
     )
-
-
-def _release_locks_txn(
-    txn: LoggingTransaction, room_ids: list[str], instance_id: str
-) -> int:
-    clause, args = make_in_list_sql_clause(txn.database_engine, "lock_key", room_ids)
-    txn.execute(
-        f"DELETE FROM worker_read_write_locks WHERE {clause} AND instance_name != ?",
-        [*args, instance_id],
-    )
-    return txn.rowcount
 
 
 async def release_other_processes_room_locks(
@@ -364,26 +319,25 @@ async def release_other_processes_room_locks(
     """Drop the room locks other processes hold on rooms of a dead operation.
 
     Why internal: a process killed while sending an event into a room leaves
-    its read lock on that room in Synapse's ``worker_read_write_locks`` table
-    until the lock times out (2 minutes), and purging the room waits for it.
-    The rooms here belong to an operation whose process is gone: no live
-    process has a reason to hold a lock on them, so their locks are dropped
-    (as Synapse's own reaper drops stale ones: a plain delete; its triggers
-    tidy the rest) and the purge can start at once. Locks of this process are
-    kept. No module API touches locks.
+    its read lock on that room in Synapse's ``worker_read_write_locks`` until
+    it times out (2 minutes), and purging the room waits for it. No live
+    process has a reason to lock a dead operation's rooms, so their locks are
+    dropped as Synapse's own reaper drops stale ones (a plain delete), and
+    the purge starts at once. This process's locks are kept. No module API
+    touches locks.
 
     Returns:
         How many locks were dropped.
     """
-    wanted = sorted(set(room_ids))
-    if not wanted:
-        return 0
-    return await api.run_db_interaction(
+    dropped: int = await _rows_among(
+        api,
         "breakout_release_room_locks",
-        _release_locks_txn,
-        wanted,
+        "DELETE FROM worker_read_write_locks WHERE {ids} AND instance_name != ?",
+        "lock_key",
+        room_ids,
         api._hs.get_instance_id(),
     )
+    return dropped
 
 
 async def user_for_openid_token(api: ModuleApi, token: str) -> str | None:
@@ -399,11 +353,10 @@ async def user_for_openid_token(api: ModuleApi, token: str) -> str | None:
     by this server, not expired). No module API checks OpenID tokens.
 
     Returns:
-        The user ID, or None for an unknown or expired token, or when this
-        Synapse's store has no such method (then no token is accepted).
+        The user ID; None for an unknown or expired token (or no such method).
     """
-    hs = api._hs
-    lookup = getattr(hs.get_datastores().main, "get_user_id_for_open_id_token", None)
+    store = api._hs.get_datastores().main
+    lookup = getattr(store, "get_user_id_for_open_id_token", None)
     if lookup is None:
         logger.warning(
             "synapse_breakout: this Synapse cannot check OpenID tokens; the "
@@ -438,10 +391,8 @@ def console_session_key(api: ModuleApi) -> bytes:
 async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
     """The rooms a local user is joined to.
 
-    Why internal: the console lists the rooms where its user may start a
-    break-out (the rooms they are joined to), and no module API lists a
-    user's rooms; ``get_rooms_for_user`` is the cached store method Synapse's
-    own ``/joined_rooms`` servlet uses.
+    Why internal: no module API lists a user's rooms; ``get_rooms_for_user``
+    is the cached store method Synapse's ``/joined_rooms`` servlet uses.
     """
     # Typed as Any: mypy reads Synapse's @cached descriptor as an unbound method.
     store: Any = api._hs.get_datastores().main
@@ -469,36 +420,20 @@ def missing_internals(api: ModuleApi) -> list[str]:
     hs = getattr(api, "_hs", None)
     if hs is None:
         return ["ModuleApi._hs"]
-    wanted: list[tuple[str, Callable[[], Any], str | None]] = [
-        (
-            "EventCreationHandler.create_and_send_nonmember_event(ratelimit=)",
-            lambda: hs.get_event_creation_handler().create_and_send_nonmember_event,
-            "ratelimit",
+    wanted: dict[str, Callable[[], Any]] = {
+        "RoomMemberHandler.update_membership(ratelimit=)": lambda: (
+            hs.get_room_member_handler().update_membership
         ),
-        (
-            "RoomMemberHandler.update_membership(ratelimit=)",
-            lambda: hs.get_room_member_handler().update_membership,
-            "ratelimit",
-        ),
-        ("HomeServer.get_instance_id()", lambda: hs.get_instance_id, None),
-        ("HomeServer.get_datastores().main", lambda: hs.get_datastores().main, None),
-        (
-            "store.get_users_in_room",
-            lambda: hs.get_datastores().main.get_users_in_room,
-            None,
-        ),
-        (
-            "store.get_rooms_for_user",
-            lambda: hs.get_datastores().main.get_rooms_for_user,
-            None,
-        ),
-    ]
+        "HomeServer.get_instance_id()": lambda: hs.get_instance_id,
+        "store.get_users_in_room": lambda: hs.get_datastores().main.get_users_in_room,
+        "store.get_rooms_for_user": lambda: hs.get_datastores().main.get_rooms_for_user,
+    }
     missing = []
-    for name, get, parameter in wanted:
+    for name, get in wanted.items():
         try:
             target = get()
-            if parameter is not None and (
-                parameter not in inspect.signature(target).parameters
+            if "(ratelimit=)" in name and (
+                "ratelimit" not in inspect.signature(target).parameters
             ):
                 missing.append(name)
         except (AttributeError, TypeError, ValueError):

@@ -27,11 +27,11 @@ from tests.server import FakeChannel
 from twisted.internet.testing import MemoryReactor
 from twisted.web.resource import Resource
 
+from synapse_breakout.hooks.sender_trust import SENDER_TRUST_KEY
+from synapse_breakout.journal.rows import Operation, OperationState
+from synapse_breakout.journal.schema import Schema
+from synapse_breakout.matrix.notices import NOTICE_KEY
 from synapse_breakout.module import BreakoutModule
-from synapse_breakout.notices import NOTICE_KEY
-from synapse_breakout.schema import BreakoutStore
-from synapse_breakout.spam import SENDER_TRUST_KEY
-from synapse_breakout.store import Operation, OperationState
 from tests import unittest
 
 MODULE = "synapse_breakout.BreakoutModule"
@@ -130,7 +130,7 @@ class BreakoutTestCase(unittest.HomeserverTestCase):
 
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         self.module_api: ModuleApi = hs.get_module_api()
-        self.store = BreakoutStore(self.module_api)
+        self.store = Schema(self.module_api)
 
 
 def find_module(hs: HomeServer) -> BreakoutModule:
@@ -353,7 +353,7 @@ def journal_crashed_start(
         requester=requester,
         txn_id="crashed",
         state=OperationState.PENDING,
-        instance=module.journal.instance,
+        instance=module.ownership.instance,
         process_token="a-previous-process",
         created_ts=now,
         updated_ts=now,

@@ -14,7 +14,7 @@ from synapse.types import create_requester
 from tests.unittest import override_config
 
 from synapse_breakout import synapse_adapter
-from synapse_breakout.console_session import (
+from synapse_breakout.http.console.sessions import (
     SESSION_LIFETIME_MS,
     read_session,
     sign_session,

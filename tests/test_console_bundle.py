@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "console-build"
-STATIC = ROOT / "synapse_breakout" / "console_static"
+STATIC = ROOT / "synapse_breakout" / "http" / "console" / "static"
 
 
 def locked(name: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synapse_breakout.content import (
+from synapse_breakout.matrix.content import (
     BreakoutContent,
     BreakoutContentError,
     is_valid_room_id,

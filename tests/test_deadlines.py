@@ -9,8 +9,8 @@ from harness import ParentRoomTestCase, find_module, module_config
 from tests.unittest import override_config
 from twisted.internet import defer
 
-from synapse_breakout.deadlines import due_warnings, warning_seconds
-from synapse_breakout.notices import EVENT_ID_KEY
+from synapse_breakout.matrix.notices import EVENT_ID_KEY
+from synapse_breakout.operations.deadline import due_warnings, warning_seconds
 
 MIN = 60_000
 FIVE = "5 minutes left in this break-out."

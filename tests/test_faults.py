@@ -8,10 +8,13 @@ stored) or rejects the break-out event itself (event rules), for every k.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
 from harness import MODULE, UNSTABLE, ParentRoomTestCase, find_module
+from parameterized import parameterized
 from synapse.module_api import NOT_SPAM, EventBase, ModuleApi
 from synapse.storage.database import LoggingTransaction
 from tests.unittest import override_config
@@ -114,31 +117,39 @@ class FaultTestBase(ParentRoomTestCase):
 
 
 class RoomFaultsTestCase(FaultTestBase):
-    """One test per room and per way to fail (made below)."""
+    """Each room of the start fails in turn, each way: the injector is loaded
+    with nothing to fail, and each test says what fails."""
 
+    def default_config(self) -> dict[str, Any]:
+        config = super().default_config()
+        config["modules"] = faults()["modules"]
+        return config
 
-def _deny_case(k: int) -> Any:
-    @override_config(faults(deny_room=f"Room {k}"))
-    def test(self: RoomFaultsTestCase) -> None:
-        body = self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
+    @contextlib.contextmanager
+    def faults(self, **config: Any) -> Iterator[None]:
+        """Let the injector fail what ``config`` says while the block runs."""
+        checker = self.hs.get_module_api_callbacks().spam_checker
+        (callback,) = checker._user_may_create_room_callbacks
+        injector = callback.__self__
+        assert isinstance(injector, FaultInjector)
+        injector.config = config
+        try:
+            yield
+        finally:
+            injector.config = {}
+
+    @parameterized.expand([(k,) for k in range(1, ROOMS + 1)])
+    def test_creation_of_room_k_denied(self, k: int) -> None:
+        with self.faults(deny_room=f"Room {k}"):
+            body = self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
         self.assertIn("not permitted to create rooms", body["error"])
         self.assert_parent_free()
 
-    return test
-
-
-def _break_case(k: int) -> Any:
-    @override_config(faults(break_room=f"Room {k}"))
-    def test(self: RoomFaultsTestCase) -> None:
-        self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
+    @parameterized.expand([(k,) for k in range(1, ROOMS + 1)])
+    def test_room_k_breaks_half_way(self, k: int) -> None:
+        with self.faults(break_room=f"Room {k}"):
+            self.attempt(HTTPStatus.FORBIDDEN, "M_FORBIDDEN")
         self.assert_parent_free()
-
-    return test
-
-
-for _k in range(1, ROOMS + 1):
-    setattr(RoomFaultsTestCase, f"test_creation_of_room_{_k}_denied", _deny_case(_k))
-    setattr(RoomFaultsTestCase, f"test_room_{_k}_breaks_half_way", _break_case(_k))
 
 
 class RejectedEventTestCase(FaultTestBase):

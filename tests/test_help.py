@@ -7,7 +7,7 @@ from typing import Any
 
 from harness import UNSTABLE, ParentRoomTestCase, links
 
-from synapse_breakout.notices import EVENT_ID_KEY
+from synapse_breakout.matrix.notices import EVENT_ID_KEY
 
 
 class HelpTestCase(ParentRoomTestCase):

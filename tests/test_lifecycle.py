@@ -21,10 +21,11 @@ from synapse.util.clock import Clock
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.journal import CREATION_MARKER, LEASE_MS
-from synapse_breakout.running import TIME_IS_UP
-from synapse_breakout.store import Operation, OperationState
-from synapse_breakout.verdicts import SenderVerdict, VerdictStore
+from synapse_breakout.journal.ownership import LEASE_MS
+from synapse_breakout.journal.rows import Operation, OperationState
+from synapse_breakout.journal.verdicts import SenderVerdict, VerdictStore
+from synapse_breakout.matrix.child_room import CREATION_MARKER
+from synapse_breakout.operations.end import TIME_IS_UP
 
 
 class TimerTestCase(ParentRoomTestCase):
@@ -101,7 +102,7 @@ class CrashedOperations(ParentRoomTestCase):
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
         self.module = find_module(hs)
-        self.journal = self.module.journal
+        self.journal = self.module.ownership
 
     def crashed_operation(
         self, rooms: int, journalled: int
@@ -140,7 +141,7 @@ class CrashedOperations(ParentRoomTestCase):
 
     def recover_until_done(self) -> None:
         for _ in range(5):
-            self.get_success(self.module.lifecycle.recover())
+            self.get_success(self.module.loops.recover())
             self.pump(1)
 
 
@@ -209,28 +210,25 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         self.module = find_module(hs)
 
     def test_lock_left_by_a_dead_process_is_released_by_recovery(self) -> None:
-        store = self.module.operation_store
-        dead = f"end:{self.module.journal.instance}:a-dead-process:0000"
-        self.assertTrue(self.get_success(store.locks.lock(self.parent, dead)))
+        dead = f"end:{self.module.ownership.instance}:a-dead-process:0000"
+        self.assertTrue(self.get_success(self.module.locks.lock(self.parent, dead)))
         self.start({"rooms": [{"name": "A"}]}, expect=409)
-        self.get_success(self.module.lifecycle.recover())
+        self.get_success(self.module.loops.recover())
         self.start({"rooms": [{"name": "A"}]})
 
     def test_live_lock_of_this_process_is_kept(self) -> None:
-        store = self.module.operation_store
-        live = self.module.journal.lock_id("move")
-        self.assertTrue(self.get_success(store.locks.lock(self.parent, live)))
-        self.get_success(self.module.lifecycle.recover())
+        live = self.module.ownership.lock_id("move")
+        self.assertTrue(self.get_success(self.module.locks.lock(self.parent, live)))
+        self.get_success(self.module.loops.recover())
         self.start({"rooms": [{"name": "A"}]}, expect=409)
 
     def test_deadline_waits_for_a_held_lock_then_ends(self) -> None:
         result = self.start({"rooms": [{"name": "A"}], "duration_seconds": 10})
-        store = self.module.operation_store
-        live = self.module.journal.lock_id("move")
-        self.assertTrue(self.get_success(store.locks.lock(self.parent, live)))
+        live = self.module.ownership.lock_id("move")
+        self.assertTrue(self.get_success(self.module.locks.lock(self.parent, live)))
         self.reactor.advance(15)
         self.assertTrue(self.call("GET", self.room_path())["active"])
-        self.get_success(store.locks.unlock(self.parent, live))
+        self.get_success(self.module.locks.unlock(self.parent, live))
         self.reactor.advance(2)
         self.assertFalse(self.call("GET", self.room_path())["active"])
         (ended,) = self.notice_bodies(result["rooms"][0]["room_id"], "ended")
@@ -259,7 +257,7 @@ class LeaseTestCase(CrashedOperations):
         op, _ = self.crashed_operation(rooms=1, journalled=1)
         other = attrs.evolve(op, instance="worker1", process_token="t")
         now = self.clock.time_msec()
-        abandoned = self.module.journal.abandoned
+        abandoned = self.module.ownership.operation_is_dead
         # First seen: alive; and while its counter stands still for less
         # than a lease, by this process's own clock.
         self.assertFalse(abandoned(other, now))
@@ -273,9 +271,9 @@ class LeaseTestCase(CrashedOperations):
     def test_this_process_renews_what_it_holds(self) -> None:
         self.crashed_operation(rooms=1, journalled=1)
         store = self.module.operation_store
-        journal = self.module.journal
+        journal = self.module.ownership
         journal.process_token = "a-previous-process"  # the row is this process's
-        with journal.holding():
+        with journal.hold():
             for _ in range(3):
                 self.reactor.advance(5)
         (row,) = self.get_success(store.unfinished())
@@ -289,8 +287,8 @@ class CommitAfterRollbackTestCase(CrashedOperations):
     def test_a_start_taken_for_dead_never_commits(self) -> None:
         """The parent send of a start on worker W outlives W's lease; the
         main process rolls it back; W's send then lands: W must not commit."""
-        parents = self.module.operations.parents
-        original = parents.send_state
+        events = self.module.events
+        original = events.send
         store = self.module.operation_store
         journal = self.journal
 
@@ -304,17 +302,17 @@ class CommitAfterRollbackTestCase(CrashedOperations):
             event_type: str, parent: str, sender: str, content: dict[str, Any]
         ) -> EventBase:
             if content.get(event_type):
-                parents.send_state = original  # type: ignore[method-assign]
+                events.send = original  # type: ignore[method-assign]
                 await self.module_api.run_db_interaction(
                     "test_pose", pose_as_a_silent_worker
                 )
                 (op,) = await store.unfinished()
                 # Seen a lease ago by the main process, unchanged since.
-                journal.abandoned(op, self.clock.time_msec() - LEASE_MS)
-                await self.module.lifecycle.recover()
+                journal.operation_is_dead(op, self.clock.time_msec() - LEASE_MS)
+                await self.module.loops.recover()
             return await original(event_type, parent, sender, content)
 
-        parents.send_state = slow_send  # type: ignore[method-assign]
+        events.send = slow_send  # type: ignore[method-assign]
         before = self.local_room_count()
         body = self.start(
             {"rooms": [{"name": "A"}, {"name": "B"}]},
@@ -392,7 +390,7 @@ class RetentionTestCase(ParentRoomTestCase):
         )
         # The daily clean-up runs by itself; nothing is left for another run.
         self.reactor.advance(2 * 24 * 3600)
-        self.assertEqual(self.get_success(module.upkeep.prune()), (0, 0))
+        self.assertEqual(self.get_success(module.retention.prune()), (0, 0))
         self.assertIsNone(self.get_success(store.find_txn(self.admin, "old")))
         self.assertIsNone(self.get_success(verdicts.get("$old")))
         # A running break-out's start stays: it says which rooms it owns.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from harness import ParentRoomTestCase
 
-from synapse_breakout.members import CHUNK, member_events
-from synapse_breakout.power import membership
+from synapse_breakout.matrix.power import membership
+from synapse_breakout.rooms.members import CHUNK, member_events
 
 
 class MemberEventsTestCase(ParentRoomTestCase):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from synapse_breakout import notices
-from synapse_breakout.notices import (
+from synapse_breakout.matrix import notices
+from synapse_breakout.matrix.notices import (
     EVENT_ID_KEY,
     MAX_CONTENT_BYTES,
     NOTICE_KEY,

@@ -284,7 +284,7 @@ def start_invalid(t: OpenApiTestCase) -> FakeChannel:
 @recipe("POST", ROOM, 400, "M_TOO_LARGE")
 def start_too_large(t: OpenApiTestCase) -> FakeChannel:
     """More users than a suggest event can list (members or not: checked off)."""
-    starter = find_module(t.hs).operations.starter
+    starter = find_module(t.hs).operations.checks
     config = starter._config
     starter._config = attrs.evolve(config, users_must_be_members=False)
     many = [f"@{'x' * 200}{i:03d}:test" for i in range(300)]
@@ -307,7 +307,7 @@ def start_over_the_moderator_limit(t: OpenApiTestCase) -> FakeChannel:
     """A delegated moderator with no starts left this hour."""
     module = find_module(t.hs)
     resource = t.hs._module_web_resources[BASE]
-    starter = module.operations.starter
+    starter = module.operations.checks
     saved = (resource._config, starter._config)
     resource._config = attrs.evolve(
         saved[0], admin_api=attrs.evolve(saved[0].admin_api, allow_room_moderators=True)
@@ -345,7 +345,7 @@ def start_replay_of_crashed(t: OpenApiTestCase) -> FakeChannel:
     parent = t.make_parent()
     journal_crashed_start(t, parent, t.admin, t.host)
     module = find_module(t.hs)
-    t.get_success(module.lifecycle.recover())
+    t.get_success(module.loops.recover())
     return t.request(
         "POST",
         t.fill(ROOM, parent),
@@ -609,8 +609,8 @@ class OpenApiTestCase(ParentRoomTestCase):
     def locked_parent(self) -> str:
         """An active parent whose lock another operation holds."""
         parent = self.active_parent()
-        store = find_module(self.hs).operation_store
-        self.assertTrue(self.get_success(store.locks.lock(parent, "another-operation")))
+        locks = find_module(self.hs).locks
+        self.assertTrue(self.get_success(locks.lock(parent, "another-operation")))
         return parent
 
     def flag_something(self) -> None:

@@ -16,7 +16,7 @@ from synapse.util.clock import Clock
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.notices import NOTICE_KEY, NoticeKind
+from synapse_breakout.matrix.notices import NOTICE_KEY, NoticeKind
 
 MODERATORS = module_config(admin_api={"allow_room_moderators": True})
 
@@ -167,20 +167,20 @@ class UnderTheLockTestCase(ParentRoomTestCase):
 
     def end_before_the_lock(self, kind: str) -> None:
         """Make an end run between a ``kind`` call's first read and its lock."""
-        parents = self.module.operations.parents
-        original = parents.lock
-        running = self.module.operations.running
+        locks = self.module.locks
+        original = locks.hold
+        ender = self.module.operations.ender
         admin = self.admin
 
         @contextlib.asynccontextmanager
         async def lock(parent: str, lock_kind: str) -> AsyncIterator[None]:
             if lock_kind == kind:
-                parents.lock = original  # type: ignore[method-assign]
-                await running.end(admin, parent, None, False)
+                locks.hold = original  # type: ignore[method-assign]
+                await ender.end(admin, parent, None, False)
             async with original(parent, lock_kind):
                 yield
 
-        parents.lock = lock  # type: ignore[method-assign]
+        locks.hold = lock  # type: ignore[method-assign]
 
     def test_move_after_an_end_does_not_revive_the_breakout(self) -> None:
         result = self.start(
@@ -213,7 +213,7 @@ class UnderTheLockTestCase(ParentRoomTestCase):
             return stale  # read just before the replacement
 
         store.due = due  # type: ignore[method-assign]
-        self.get_success(self.module.lifecycle.end_due())
+        self.get_success(self.module.loops.end_due())
         got = self.call("GET", self.room_path())
         self.assertTrue(got["active"])
         self.assertEqual(got["event_id"], replaced["event_id"])

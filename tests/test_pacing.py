@@ -21,7 +21,7 @@ from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
-from synapse_breakout.pacing import (
+from synapse_breakout.rooms.pacing import (
     GIVE_WAY,
     IDLE_TICKS,
     MAX_PAUSE_SECONDS,
@@ -190,16 +190,16 @@ class GivingWayTestCase(ParentRoomTestCase):
         self,
     ) -> None:
         rooms = [{"name": f"Room {i}", "users": self.guests[i::6]} for i in range(6)]
-        placer = find_module(self.hs).operations.placement.placer
+        placer = find_module(self.hs).placer
         pacer = placer.pacer
-        place_one = placer._place_one
+        place_one = placer.place_one
         seen: list[tuple[bool, int]] = []
 
         async def watched(*args: Any) -> Any:
             seen.append((pacer.narrow, pacer.active))
             return await place_one(*args)
 
-        placer._place_one = watched
+        placer.place_one = watched  # type: ignore[method-assign]
         accepted = self.start(
             {"rooms": rooms, "move": "invite", "wait": False},
             expect=HTTPStatus.ACCEPTED,

@@ -11,7 +11,7 @@ from harness import UNSTABLE, ParentRoomTestCase, links, module_config
 from synapse.rest.client import sync
 from tests.unittest import override_config
 
-from synapse_breakout.notices import EVENT_ID_KEY, NOTICE_KEY
+from synapse_breakout.matrix.notices import EVENT_ID_KEY, NOTICE_KEY
 
 CALL_MEMBER = "org.matrix.msc3401.call.member"
 WIDGETS = "im.vector.modular.widgets"

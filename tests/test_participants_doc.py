@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import ParentRoomTestCase
 
-from synapse_breakout.notices import NOTICE_KEY
+from synapse_breakout.matrix.notices import NOTICE_KEY
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "participants.md"
 START, END = "<!-- transcript:start -->\n", "<!-- transcript:end -->\n"

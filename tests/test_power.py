@@ -7,9 +7,8 @@ from typing import Any
 import attrs
 import pytest
 
-from synapse_breakout.power import (
+from synapse_breakout.matrix.power import (
     CREATOR_POWER_LEVEL,
-    child_power_levels,
     join_rule,
     membership,
     required_level_to_send,
@@ -78,30 +77,3 @@ def test_join_rule_and_membership() -> None:
     s[("m.room.join_rules", "")] = Ev("@creator:x", {"join_rule": "public"})
     s[("m.room.member", "@a:x")] = Ev("@a:x", {"membership": "join"})
     assert join_rule(s) == "public" and membership("@a:x", s) == "join"
-
-
-def test_child_power_levels_copy_the_rules_as_integers() -> None:
-    s = state(
-        "1",
-        {
-            "users": {"@creator:x": 100, "@mod:x": "50", "@u:x": 0},
-            "events": {"m.room.tombstone": 150, "org.matrix.msc3401.call.member": "0"},
-            "events_default": "0",
-            "kick": 60,
-            "notifications": {"room": "20"},
-            "historical": 100,
-        },
-    )
-    s[("m.room.member", "@mod:x")] = Ev("@mod:x", {"membership": "join"})
-    s[("m.room.member", "@u:x")] = Ev("@u:x", {"membership": "join"})
-    levels = child_power_levels(s, "@mod:x", "10", lambda u: u == "@mod:x")
-    assert levels == {
-        "events": {"m.room.tombstone": 150, "org.matrix.msc3401.call.member": 0},
-        "events_default": 0,
-        "kick": 60,
-        "notifications": {"room": 20},
-        # The acting user may do everything the rules ask for.
-        "users": {"@mod:x": 150},
-    }
-    # In version 12 the acting user is the creator: never listed.
-    assert "users" not in child_power_levels(s, "@mod:x", "12", lambda u: False)

@@ -33,17 +33,15 @@ from tests.unittest import override_config
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.metrics import SENDER_VERDICTS
-from synapse_breakout.spam import (
+from synapse_breakout.hooks.sender_trust import (
     SENDER_TRUST_KEY,
     LruCache,
     judge,
-    make_token,
-    parse_flags_query,
-    parse_token,
     synapse_will_persist,
 )
-from synapse_breakout.verdicts import SenderVerdict, VerdictStore
+from synapse_breakout.http.flags import make_token, parse_flags_query, parse_token
+from synapse_breakout.journal.verdicts import SenderVerdict, VerdictStore
+from synapse_breakout.metrics import SENDER_VERDICTS
 from tests import unittest
 
 FLAGS = "/_synapse/client/breakout/v1/flags"

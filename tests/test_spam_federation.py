@@ -30,9 +30,9 @@ from synapse.util.clock import Clock
 from tests.unittest import override_config
 from twisted.internet.testing import MemoryReactor
 
+from synapse_breakout.hooks.sender_trust import SENDER_TRUST_KEY
+from synapse_breakout.journal.verdicts import VerdictStore
 from synapse_breakout.metrics import SENDER_VERDICTS
-from synapse_breakout.spam import SENDER_TRUST_KEY
-from synapse_breakout.verdicts import VerdictStore
 from tests import unittest
 
 FLAGS = "/_synapse/client/breakout/v1/flags"

@@ -14,8 +14,9 @@ from synapse.storage.engines import PostgresEngine
 from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
 
-from synapse_breakout.schema import SCHEMA_VERSION, BreakoutStore, SchemaTooNewError
-from synapse_breakout.store import Operation, OperationState, _begin_operation_txn
+from synapse_breakout.journal.operations import _begin_operation_txn
+from synapse_breakout.journal.rows import Operation, OperationState
+from synapse_breakout.journal.schema import SCHEMA_VERSION, Schema, SchemaTooNewError
 from tests import unittest
 
 TABLES = (
@@ -42,21 +43,17 @@ class SchemaTestCase(BreakoutTestCase):
         )
 
     def test_tables_exist_after_start_up_with_version_row(self) -> None:
-        self.assertEqual(
-            self.get_success(self.store.get_schema_version()), SCHEMA_VERSION
-        )
+        self.assertEqual(self.get_success(self.store.version()), SCHEMA_VERSION)
         self.assertEqual(self.count_rows("breakout_schema_version"), 1)
         for table in TABLES:
             self.assertEqual(self.count_rows(table), 0, table)
 
     def test_creation_is_idempotent(self) -> None:
         # A restart runs it again: nothing breaks, the version row stays single.
-        self.get_success(self.store.create_schema())
-        self.get_success(BreakoutStore(self.module_api).create_schema())
+        self.get_success(self.store.create())
+        self.get_success(Schema(self.module_api).create())
         self.assertEqual(self.count_rows("breakout_schema_version"), 1)
-        self.assertEqual(
-            self.get_success(self.store.get_schema_version()), SCHEMA_VERSION
-        )
+        self.assertEqual(self.get_success(self.store.version()), SCHEMA_VERSION)
 
     def test_newer_schema_refuses_to_downgrade(self) -> None:
         def bump_txn(txn: LoggingTransaction) -> None:
@@ -65,7 +62,7 @@ class SchemaTestCase(BreakoutTestCase):
             )
 
         self.get_success(self.module_api.run_db_interaction("test_bump", bump_txn))
-        failure = self.get_failure(self.store.create_schema(), SchemaTooNewError)
+        failure = self.get_failure(self.store.create(), SchemaTooNewError)
         self.assertIn("upgrade the module", str(failure.value))
 
 
@@ -133,7 +130,7 @@ class ConcurrentTxnIdTestCase(BreakoutTestCase):
         engine = self.hs.get_datastores().main.database_engine
         if not isinstance(engine, PostgresEngine):
             self.skipTest("PostgreSQL only: SQLite has one writer at a time")
-        self.get_success(self.store.create_schema())
+        self.get_success(self.store.create())
         args = {
             k: v
             for k, v in self.hs.config.database.databases[0].config["args"].items()

@@ -197,7 +197,6 @@ class RequiredInternalsTestCase(BreakoutTestCase):
             synapse_adapter.require_internals(OtherApi())  # type: ignore[arg-type]
         message = str(info.exception)
         for name in (
-            "EventCreationHandler.create_and_send_nonmember_event(ratelimit=)",
             "RoomMemberHandler.update_membership(ratelimit=)",
             "HomeServer.get_instance_id()",
             "store.get_users_in_room",

@@ -32,7 +32,7 @@ import pytest
 from synapse_process import SynapseProcess, free_port
 from test_e2e import engines, postgres_database
 
-from synapse_breakout.schema import SCHEMA_VERSION
+from synapse_breakout.journal.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The release operators run before this one (0.1.0).

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "build-console-bundle"
-BUNDLE = ROOT / "synapse_breakout" / "console_static" / "widget-api.js"
+BUNDLE = ROOT / "synapse_breakout" / "http" / "console" / "static" / "widget-api.js"
 
 
 def test_committed_bundle_matches_a_rebuild_from_the_lock(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from synapse_process import free_port
 from conftest import API, ROOT, Server, new_page, q
 
 HERE = Path(__file__).resolve().parent
-BUNDLE = ROOT / "synapse_breakout" / "console_static" / "widget-api.js"
+BUNDLE = ROOT / "synapse_breakout" / "http" / "console" / "static" / "widget-api.js"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,154 @@
+"""The host console's web resources, under ``/_synapse/client/breakout/console``.
+
+- ``/`` and the static files of ``static/`` (the page, shipped in the
+  package, built by nobody at install);
+- ``/api/session`` (POST): a widget's OpenID token for a console session
+  (sessions.py);
+- ``/api/rooms`` and ``/api/rooms/{roomId}`` (GET): what the page shows its
+  user (view.py).
+
+Every action the page takes goes to the admin API; docs/console.md.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from http import HTTPStatus
+from typing import Any, cast
+
+from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseRequest
+from synapse.module_api.errors import Codes, SynapseError
+from twisted.web.resource import IResource, Resource
+
+from synapse_breakout.http.console.sessions import ConsoleSessions
+from synapse_breakout.http.console.view import ConsoleView
+from synapse_breakout.http.decoding import path_segments, read_json_body
+from synapse_breakout.matrix.content import is_valid_room_id
+
+CONSOLE_PATH = "/_synapse/client/breakout/console"
+
+_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".png": b"image/png",
+}
+# Only the page's own files; it may be framed by any client (as a widget).
+_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors *"
+)
+
+
+def static_files() -> dict[bytes, tuple[bytes, bytes]]:
+    """The page's files by URL name: (content type, content)."""
+    folder = importlib.resources.files("synapse_breakout.http.console") / "static"
+    files = {}
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in _TYPES:
+            files[entry.name.encode("ascii")] = (_TYPES[suffix], entry.read_bytes())
+    files[b""] = files[b"index.html"]
+    return files
+
+
+class _File(Resource):
+    isLeaf = True  # noqa: N815 (Twisted's name)
+
+    def __init__(self, content_type: bytes, content: bytes):
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._type = content_type
+        self._content = content
+
+    def render_GET(self, request: SynapseRequest) -> bytes:  # noqa: N802
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"Content-Type", [self._type])
+        headers.setRawHeaders(b"Content-Security-Policy", [_CSP])
+        headers.setRawHeaders(b"X-Content-Type-Options", [b"nosniff"])
+        headers.setRawHeaders(b"Referrer-Policy", [b"no-referrer"])
+        headers.setRawHeaders(b"Cache-Control", [b"no-cache"])
+        return self._content
+
+    def render_HEAD(self, request: SynapseRequest) -> bytes:  # noqa: N802
+        self.render_GET(request)
+        return b""
+
+
+class _NotFound(DirectServeJsonResource):
+    isLeaf = True  # noqa: N815 (Twisted's name)
+
+    async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
+        raise SynapseError(HTTPStatus.NOT_FOUND, "no such file", Codes.NOT_FOUND)
+
+
+class ConsoleResource(Resource):
+    """The page and its files; ``api/`` is the console's JSON endpoints."""
+
+    def __init__(self, api_resource: Resource):
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._files = {name: _File(*file) for name, file in static_files().items()}
+        self.putChild(b"api", cast(IResource, api_resource))
+
+    def getChild(self, path: bytes, request: SynapseRequest) -> Resource:  # noqa: N802
+        return self._files.get(path) or _NotFound()
+
+    def render_GET(self, request: SynapseRequest) -> bytes:  # noqa: N802
+        # ".../console" without the slash: the page's relative links need it.
+        request.setResponseCode(HTTPStatus.FOUND)
+        request.responseHeaders.setRawHeaders(
+            b"Location", [CONSOLE_PATH.encode("ascii") + b"/"]
+        )
+        return b""
+
+
+class ConsoleApiResource(DirectServeJsonResource):
+    """``api/session``, ``api/rooms`` and ``api/rooms/{roomId}``."""
+
+    isLeaf = True  # noqa: N815 (Twisted's name)
+
+    def __init__(self, api: ModuleApi, sessions: ConsoleSessions, view: ConsoleView):
+        super().__init__()
+        self._api = api
+        self._sessions = sessions
+        self._view = view
+
+    async def _user(self, request: SynapseRequest) -> str:
+        """The signed-in user: a console session, or an access token."""
+        user_id = await self._sessions.user_from_request(request)
+        if user_id is not None:
+            return user_id
+        requester = await self._api.get_user_by_req(request, allow_guest=True)
+        if requester.is_guest:
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN, "guests may not use the console", Codes.FORBIDDEN
+            )
+        return requester.user.to_string()
+
+    async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
+        if path_segments(request) != ["session"]:
+            raise SynapseError(
+                HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
+            )
+        session = await self._sessions.exchange(read_json_body(request))
+        return HTTPStatus.OK, {
+            "user_id": session.user_id,
+            "access_token": session.access_token,
+            "expires_at": session.expires_at,
+        }
+
+    async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
+        segments = path_segments(request)
+        if segments == ["rooms"]:
+            return HTTPStatus.OK, await self._view.rooms(await self._user(request))
+        if len(segments) == 2 and segments[0] == "rooms":
+            user_id = await self._user(request)
+            if not is_valid_room_id(segments[1]):
+                raise SynapseError(
+                    HTTPStatus.BAD_REQUEST,
+                    f"roomId: {segments[1]!r} is not a valid room ID",
+                    Codes.INVALID_PARAM,
+                )
+            return HTTPStatus.OK, await self._view.room(user_id, segments[1])
+        raise SynapseError(
+            HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
+        )

@@ -1,0 +1,63 @@
+"""Retention: the tables do not grow without bound.
+
+Once a day the instance that runs background tasks (background/loops.py)
+deletes finished operations older than ``retention_days`` with their rooms
+lists, assignments, warnings and ``txn_id`` answers, and sender verdicts
+(flags) and help requests as old. A running break-out's start operation is kept
+whatever its age: its rooms are the break-out's own rooms. docs/operations.md
+lists the tables.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from synapse.module_api import LoggingTransaction, ModuleApi
+
+from synapse_breakout.journal.rows import OperationState
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+_FINISHED = (OperationState.COMMITTED.value, OperationState.ROLLED_BACK.value)
+
+
+def _prune_txn(txn: LoggingTransaction, before: int) -> tuple[int, int]:
+    """Delete finished operations (with their rooms, assignments and warnings),
+    verdicts and help requests older than ``before``."""
+    old_ops = (
+        "SELECT op_id FROM breakout_operations o WHERE o.state IN (?, ?)"
+        " AND o.updated_ts < ? AND NOT EXISTS"
+        " (SELECT 1 FROM breakout_active a WHERE a.op_id = o.op_id)"
+    )
+    args = (*_FINISHED, before)
+    for table in ("breakout_op_rooms", "breakout_op_users", "breakout_warnings"):
+        txn.execute(f"DELETE FROM {table} WHERE op_id IN ({old_ops})", args)
+    txn.execute(f"DELETE FROM breakout_operations WHERE op_id IN ({old_ops})", args)
+    operations = txn.rowcount
+    txn.execute("DELETE FROM breakout_help_requests WHERE asked_ts < ?", (before,))
+    txn.execute("DELETE FROM breakout_sender_verdicts WHERE received_ts < ?", (before,))
+    return operations, txn.rowcount
+
+
+class Retention:
+    """Deletes what is older than ``retention_days``."""
+
+    def __init__(self, api: ModuleApi, retention_days: int):
+        self._api = api
+        self._retention_ms = retention_days * DAY_MS
+
+    async def prune(self) -> tuple[int, int]:
+        """Delete what is older than ``retention_days``; (operations, verdicts)."""
+        before = self._api.get_current_time_msec() - self._retention_ms
+        operations, verdicts = await self._api.run_db_interaction(
+            "breakout_prune", _prune_txn, before
+        )
+        if operations or verdicts:
+            logger.info(
+                "Deleted %d finished operations and %d verdicts older than %d days",
+                operations,
+                verdicts,
+                self._retention_ms // DAY_MS,
+            )
+        return operations, verdicts

@@ -1,0 +1,224 @@
+"""The notices participants see on any client: one template per kind.
+
+No Matrix client renders MSC3985 today, so the module says in plain
+``m.notice`` messages what the break-out event says (docs/participants.md).
+Pure functions: each returns the content of one notice, with a plain ``body``,
+an HTML ``formatted_body`` where it links rooms or mentions users, and
+``m.mentions``. The wording lives here and nowhere else; rooms/announcer.py decides
+when and where each is sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import json
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+#: The content key that says which kind of notice this is.
+NOTICE_KEY = "org.matrix.msc3985.notice"
+#: The content key naming the break-out event a notice is about.
+EVENT_ID_KEY = "org.matrix.msc3985.breakout_event_id"
+#: Synapse refuses events over 65,536 bytes; the envelope (IDs, hashes,
+#: signatures, auth and prev events) takes at most a few KiB of that.
+MAX_CONTENT_BYTES = 60_000
+
+
+class NoticeKind(enum.StrEnum):
+    """What a notice is about (its ``org.matrix.msc3985.notice``)."""
+
+    STARTED = "started"
+    WELCOME = "welcome"
+    WARNING = "warning"
+    DEADLINE = "deadline"
+    BROADCAST = "broadcast"
+    ENDED = "ended"
+    HELP = "help"
+
+
+@attrs.frozen
+class RoomLink:
+    """A room to link to: its ID, a name to show, servers to join through."""
+
+    room_id: str
+    name: str | None
+    via: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        """The room's matrix.to link, with ``via`` for joining it."""
+        query = urllib.parse.urlencode([("via", server) for server in self.via])
+        path = urllib.parse.quote(self.room_id, safe="!:")
+        return f"https://matrix.to/#/{path}" + (f"?{query}" if query else "")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.room_id
+
+
+def user_url(user_id: str) -> str:
+    """A user's matrix.to link: clients render it as a mention pill."""
+    return "https://matrix.to/#/" + urllib.parse.quote(user_id, safe="@:")
+
+
+def time_left(seconds: int) -> str:
+    """``seconds`` in words: "45 seconds", "5 minutes", "1 hour 30 minutes"."""
+    if seconds < 60:
+        return _count(max(seconds, 0), "second")
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return _count(minutes, "minute")
+    return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" + ("" if n == 1 else "s")
+
+
+class _Message:
+    """A notice being written: its plain and its HTML text, its mentions."""
+
+    def __init__(self) -> None:
+        self._plain: list[str] = []
+        self._html: list[str] = []
+        self._mentions: list[str] = []
+
+    def text(self, text: str) -> _Message:
+        self._plain.append(text)
+        self._html.append(html.escape(text, quote=False))
+        return self
+
+    def line(self) -> _Message:
+        self._plain.append("\n")
+        self._html.append("<br>")
+        return self
+
+    def room(self, room: RoomLink) -> _Message:
+        self._plain.append(f"{room.label} ({room.url})")
+        self._html.append(
+            f'<a href="{html.escape(room.url)}">{html.escape(room.label)}</a>'
+        )
+        return self
+
+    def user(self, user_id: str) -> _Message:
+        self._plain.append(user_id)
+        self._html.append(
+            f'<a href="{html.escape(user_url(user_id))}">{html.escape(user_id)}</a>'
+        )
+        if user_id not in self._mentions:
+            self._mentions.append(user_id)
+        return self
+
+    def users(self, user_ids: Sequence[str]) -> _Message:
+        for i, user_id in enumerate(user_ids):
+            if i:
+                self.text(", ")
+            self.user(user_id)
+        return self
+
+    def content(
+        self, kind: NoticeKind, event_id: str, formatted: bool = True
+    ) -> dict[str, Any]:
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": "".join(self._plain),
+            NOTICE_KEY: kind.value,
+            EVENT_ID_KEY: event_id,
+            "m.mentions": {"user_ids": list(self._mentions)},
+        }
+        if formatted:
+            content["format"] = "org.matrix.custom.html"
+            content["formatted_body"] = "".join(self._html)
+        return content
+
+
+def content_size(content: dict[str, Any]) -> int:
+    """The size of ``content`` as JSON, in bytes."""
+    return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
+
+
+def started(
+    event_id: str, rooms: Sequence[tuple[RoomLink, Sequence[str]]]
+) -> dict[str, Any]:
+    """In the parent: every child with its link and its users.
+
+    The users are left out when the notice would be too large for an event.
+    """
+    for with_users in (True, False):
+        message = _Message().text("Break-out started: join your room.")
+        for room, users in rooms:
+            message.line().text("• ").room(room)
+            if with_users and users:
+                message.text(": ").users(users)
+        content = message.content(NoticeKind.STARTED, event_id)
+        if content_size(content) <= MAX_CONTENT_BYTES:
+            break
+    return content
+
+
+def welcome(
+    event_id: str, room_name: str | None, parent: RoomLink, seconds_left: int | None
+) -> dict[str, Any]:
+    """In each child: which break-out this is, the way back, the time."""
+    message = _Message().text(f"Welcome to {room_name}! " if room_name else "Welcome! ")
+    message.text("This is a break-out room of ").room(parent).text(".")
+    if seconds_left is not None:
+        message.text(f" You have {time_left(seconds_left)}.")
+    return message.content(NoticeKind.WELCOME, event_id)
+
+
+def warning(event_id: str, seconds_left: int) -> dict[str, Any]:
+    """In each child, before the deadline."""
+    message = _Message().text(f"{time_left(seconds_left)} left in this break-out.")
+    return message.content(NoticeKind.WARNING, event_id, formatted=False)
+
+
+def deadline(event_id: str, seconds_left: int | None) -> dict[str, Any]:
+    """In each child, after the deadline moved or was lifted."""
+    text = (
+        "The deadline was lifted: no time limit."
+        if seconds_left is None
+        else f"New deadline: {time_left(seconds_left)} left."
+    )
+    return _Message().text(text).content(NoticeKind.DEADLINE, event_id, False)
+
+
+def broadcast(event_id: str, body: str) -> dict[str, Any]:
+    """In each child: the host's words, as they are."""
+    return _Message().text(body).content(NoticeKind.BROADCAST, event_id, False)
+
+
+def ended_in_child(
+    event_id: str, parent: RoomLink, message: str | None
+) -> dict[str, Any]:
+    """In each child: the end, the host's message, the way back."""
+    notice = _Message()
+    if message:
+        notice.text(message).line().line()
+    notice.text("The break-out has ended: back to ").room(parent).text(".")
+    return notice.content(NoticeKind.ENDED, event_id)
+
+
+def ended_in_parent(event_id: str) -> dict[str, Any]:
+    """In the parent: everyone is back."""
+    return (
+        _Message()
+        .text("The break-out has ended. Welcome back!")
+        .content(NoticeKind.ENDED, event_id, False)
+    )
+
+
+def help_request(
+    event_id: str, host: str, asking: str, room: RoomLink, message: str | None
+) -> dict[str, Any]:
+    """In the parent: who asks for help, from which room, for the host."""
+    notice = _Message().user(host).text(": ").user(asking)
+    notice.text(" asks for help in ").room(room).text(".")
+    if message:
+        notice.line().text(message)
+    return notice.content(NoticeKind.HELP, event_id)

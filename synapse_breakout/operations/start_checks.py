@@ -1,0 +1,237 @@
+"""Every check of a start (``POST /rooms/{parentRoomId}``) that can fail,
+in the order they run, before the first room is created. The one home of
+them (the request body's fields are http/start_request.py's):
+
+1. only a server admin names another ``acting_user`` (:meth:`StartChecks.may_name`);
+2. ``moderator_starts_per_hour`` for delegated moderators;
+3. the parent is known (404); the acting user is a local moderator who may
+   send the break-out event (rooms/acting.py);
+4. the plan: each room's users within ``max_users_per_room``, listed users
+   members of the parent (``users_must_be_members``), ``auto_assign``'s
+   arithmetic (matrix/auto_assign.py);
+5. the size rule: the break-out event stays within Synapse's event size limit;
+   the users' lists are left out of it (``invite``, ``join``) or the start is
+   refused (``suggest``) when they would not fit;
+6. under the parent's lock, after journalling: no active break-out, unless
+   ``replace`` (409), and the acting user may end the old one's event type.
+
+docs/admin_api.md lists the answers; docs/security.md why each limit is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from http import HTTPStatus
+
+import attrs
+from synapse.module_api import EventBase, ModuleApi, StateMap
+from synapse.module_api.errors import Codes, SynapseError
+
+from synapse_breakout import synapse_adapter
+from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.journal.operations import OperationStore
+from synapse_breakout.matrix.auto_assign import auto_rooms
+from synapse_breakout.matrix.content import (
+    BREAKOUT_STATE,
+    MAX_EVENT_BYTES,
+    BreakoutChild,
+    BreakoutContent,
+    CurrentBreakout,
+    current_breakout,
+    fits_in_event,
+    without_users,
+)
+from synapse_breakout.matrix.errors import BreakoutActiveError
+from synapse_breakout.matrix.model import ChildSpec, PlacementMode, StartRequest
+from synapse_breakout.matrix.power import joined_or_invited, user_power_level
+from synapse_breakout.rooms.acting import ActingUsers
+from synapse_breakout.rooms.parent import ParentRooms
+
+HOUR_MS = 3600 * 1000
+
+
+@attrs.frozen
+class CheckedStart:
+    """A start that passed every check before journalling."""
+
+    parent: str
+    acting: str
+    #: The parent's state, with the memberships the checks read.
+    state: StateMap[EventBase]
+    #: The child rooms, with their users.
+    plan: tuple[ChildSpec, ...]
+    #: Whether the break-out event lists the users (the size rule).
+    users_in_event: bool
+
+
+def users_fit(
+    plan: Sequence[ChildSpec], mode: PlacementMode, event_type: str, server_name: str
+) -> bool:
+    """Whether the break-out event can list the planned users.
+
+    Raises:
+        SynapseError: 400 ``M_TOO_LARGE`` when ``suggest`` (which must list
+            them) would exceed the limit, or when even the bare room list would.
+    """
+    # The longest room ID a child can get: a version 12 hash (44 characters),
+    # or "!", 18 random characters, ":" and this server's name.
+    length = max(44, 20 + len(server_name))
+    content = BreakoutContent(
+        key=event_type,
+        children=tuple(
+            BreakoutChild(
+                room_id=f"!{i:0{length - 1}d}", via=(server_name,), users=spec.users
+            )
+            for i, spec in enumerate(plan)
+        ),
+    )
+    if fits_in_event(content.to_json()):
+        return True
+    if mode is PlacementMode.SUGGEST or not fits_in_event(
+        without_users(content).to_json()
+    ):
+        raise SynapseError(
+            HTTPStatus.BAD_REQUEST,
+            f"the break-out event would exceed Synapse's {MAX_EVENT_BYTES} bytes: "
+            "assign fewer users (move: suggest must list them all in the event)",
+            Codes.TOO_LARGE,
+        )
+    return False
+
+
+def plan_children(
+    req: StartRequest,
+    state: StateMap[EventBase],
+    acting: str,
+    config: BreakoutConfig,
+    joined: Collection[str] | None = None,
+) -> tuple[ChildSpec, ...]:
+    """The child rooms with their users, checked against the parent.
+
+    Args:
+        joined: the parent's joined members, for ``auto_assign`` of everyone
+            joined (``users: "joined"``).
+    """
+    if req.rooms is not None:
+        plan = req.rooms
+    else:
+        assert req.auto_assign is not None
+        if req.auto_assign.users is None:
+            assert joined is not None
+            users = sorted(
+                user
+                for user in joined
+                if user != acting and user_power_level(user, state) < config.power_level
+            )
+        else:
+            users = list(req.auto_assign.users)
+        plan = auto_rooms(req.auto_assign, users, config.max_child_rooms)
+    for i, spec in enumerate(plan):
+        field = f"rooms[{i}].users" if req.rooms is not None else "auto_assign.users"
+        if len(spec.users) > config.max_users_per_room:
+            raise SynapseError(
+                HTTPStatus.BAD_REQUEST,
+                f"{field}: {len(spec.users)} users for one room; at most "
+                f"{config.max_users_per_room} are allowed",
+                Codes.INVALID_PARAM,
+            )
+        if config.users_must_be_members and joined is None:  # else all joined
+            for user in spec.users:
+                if not joined_or_invited(user, state):
+                    raise SynapseError(
+                        HTTPStatus.BAD_REQUEST,
+                        f"{field}: {user} is not joined to or invited into the "
+                        "parent room",
+                        Codes.INVALID_PARAM,
+                    )
+    return plan
+
+
+class StartChecks:
+    """Runs the checks of a start; each raises the error its caller gets."""
+
+    def __init__(
+        self,
+        config: BreakoutConfig,
+        api: ModuleApi,
+        store: OperationStore,
+        parents: ParentRooms,
+        acting: ActingUsers,
+    ):
+        self._config = config
+        self._api = api
+        self._store = store
+        self._parents = parents
+        self._acting = acting
+
+    def may_name(self, caller: str, caller_is_admin: bool, req: StartRequest) -> None:
+        """A moderator acts as themselves; only admins name another acting user."""
+        if req.acting_user not in (None, caller) and not caller_is_admin:
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                "acting_user: only server admins may act as another user",
+                Codes.FORBIDDEN,
+            )
+
+    async def check_rate(self, requester: str) -> None:
+        """429 ``M_LIMIT_EXCEEDED`` once ``requester`` made
+        ``moderator_starts_per_hour`` starts in the last hour (``replace`` too)."""
+        now = self._api.get_current_time_msec()
+        count, oldest = await self._store.starts_since(requester, now - HOUR_MS)
+        allowed = self._config.moderator_starts_per_hour
+        if count < allowed:
+            return
+        retry_after = max(1, (oldest or now) + HOUR_MS - now) if allowed else HOUR_MS
+        raise SynapseError(
+            HTTPStatus.TOO_MANY_REQUESTS,
+            f"at most {allowed} break-outs an hour may be started by a room moderator",
+            Codes.LIMIT_EXCEEDED,
+            additional_fields={"retry_after_ms": retry_after},
+        )
+
+    async def before_journal(
+        self, requester: str, parent: str, req: StartRequest, limited: bool
+    ) -> CheckedStart:
+        """Checks 2 to 5: the rate, the parent, the acting user, the plan.
+
+        Args:
+            limited: the caller is a delegated moderator (no server admin):
+                ``moderator_starts_per_hour`` applies.
+        """
+        if limited:
+            await self.check_rate(requester)
+        acting = req.acting_user or requester
+        listed = [u for spec in req.rooms or () for u in spec.users]
+        everyone = req.auto_assign is not None and req.auto_assign.users is None
+        if req.auto_assign is not None and req.auto_assign.users is not None:
+            listed.extend(req.auto_assign.users)
+        # Everyone joined: their IDs (cached by Synapse), not their events.
+        joined = (
+            await synapse_adapter.joined_users(self._api, parent) if everyone else None
+        )
+        state = await self._parents.state(parent, [acting, *listed])
+        self._acting.check(acting, state, self._config.event_type)
+        plan = plan_children(req, state, acting, self._config, joined)
+        fits = users_fit(
+            plan, req.placement, self._config.event_type, self._api.server_name
+        )
+        return CheckedStart(parent, acting, state, plan, fits)
+
+    async def under_lock(self, checked: CheckedStart, replace: bool) -> CurrentBreakout:
+        """Check 6, with the parent's lock held: the break-out in force, read
+        again (it may have changed since the first read)."""
+        parent = checked.parent
+        current = current_breakout(
+            await self._api.get_room_state(parent, BREAKOUT_STATE)
+        )
+        if current.in_force and current.event is not None:
+            if not replace:
+                raise BreakoutActiveError(
+                    f"{parent} already has an active break-out "
+                    f"({current.event.event_id}); end it first or pass "
+                    "replace: true"
+                )
+            if current.event.type != self._config.event_type:
+                # Its emptying is sent after the commit: check it can be.
+                self._acting.check(checked.acting, checked.state, current.event.type)
+        return current

@@ -1,0 +1,193 @@
+"""Sending the notices (matrix/notices.py) when a break-out changes.
+
+Always after the change is committed, and best effort: a notice that cannot
+be sent is logged (or, where the caller asked for it, reported), never rolled
+back. Notices for several rooms go out a few at a time in parallel; a start's
+go out in the background, after its answer (docs/participants.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from synapse.module_api import (
+    ModuleApi,
+    make_deferred_yieldable,
+    run_in_background,
+)
+from synapse.module_api.errors import Codes, SynapseError
+from twisted.internet import defer
+
+from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.matrix import notices
+from synapse_breakout.matrix.model import ChildRoomJson
+from synapse_breakout.matrix.notices import RoomLink
+
+logger = logging.getLogger(__name__)
+
+#: How many notices are sent at once.
+PARALLEL_SENDS = 4
+
+#: A room and the content of the notice it gets.
+Notice = tuple[str, dict[str, Any]]
+
+
+async def bounded(
+    items: Iterable[Any], work: Callable[[Any], Awaitable[None]], limit: int
+) -> None:
+    """Run ``work`` on every item, at most ``limit`` at once."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    await make_deferred_yieldable(
+        defer.gatherResults(
+            [run_in_background(worker) for _ in range(limit)], consumeErrors=True
+        )
+    )
+
+
+class Announcer:
+    """Posts the notices of each occasion, as the user acting for the break-out."""
+
+    def __init__(self, config: BreakoutConfig, api: ModuleApi):
+        self._config = config
+        self._api = api
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the notices nobody asked for are sent (``notices``)."""
+        return self._config.notices
+
+    async def send(
+        self, sender: str, batch: Sequence[Notice]
+    ) -> dict[str, str | SynapseError]:
+        """Post each notice; per room, its event ID or the error."""
+        results: dict[str, str | SynapseError] = {}
+
+        async def one(notice: Notice) -> None:
+            room_id, content = notice
+            try:
+                event = await self._api.create_and_send_event_into_room(
+                    {
+                        "type": "m.room.message",
+                        "room_id": room_id,
+                        "sender": sender,
+                        "content": content,
+                    },
+                )
+                results[room_id] = event.event_id
+            except SynapseError as e:
+                results[room_id] = e
+                logger.warning(
+                    "Could not post a %s notice in %s: %s",
+                    content.get(notices.NOTICE_KEY),
+                    room_id,
+                    e.msg,
+                )
+            except Exception:
+                logger.exception("Could not post a notice in %s", room_id)
+                results[room_id] = SynapseError(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    "could not post the notice",
+                    Codes.UNKNOWN,
+                )
+
+        await bounded(batch, one, PARALLEL_SENDS)
+        return results
+
+    async def room_link(self, room_id: str) -> RoomLink:
+        """A link to a room of this server, with its name if it has one."""
+        state = await self._api.get_room_state(room_id, [("m.room.name", "")])
+        event = state.get(("m.room.name", ""))
+        name = event.content.get("name") if event is not None else None
+        return RoomLink(
+            room_id, name if isinstance(name, str) else None, (self._api.server_name,)
+        )
+
+    # --- the occasions ------------------------------------------------------------
+
+    def after_start(
+        self,
+        sender: str,
+        parent: str,
+        event_id: str,
+        rooms: Sequence[ChildRoomJson],
+        ends_at: int | None,
+    ) -> None:
+        """``started`` in the parent, then ``welcome`` in each child, once the
+        users were placed: in the background, after the start's answer."""
+        if not self.enabled:
+            return
+        self._api.run_as_background_process(
+            "breakout_start_notices",
+            self._after_start,
+            sender,
+            parent,
+            event_id,
+            list(rooms),
+            ends_at,
+        )
+
+    async def _after_start(
+        self,
+        sender: str,
+        parent: str,
+        event_id: str,
+        rooms: Sequence[ChildRoomJson],
+        ends_at: int | None,
+    ) -> None:
+        # Let the start answer first: none of this is on its path.
+        await self._api.sleep(0)
+        links = [
+            (RoomLink(r["room_id"], r["name"], tuple(r["via"])), list(r["users"]))
+            for r in rooms
+        ]
+        await self.send(sender, [(parent, notices.started(event_id, links))])
+        parent_link = await self.room_link(parent)
+        left = self.seconds_left(ends_at)
+        await self.send(
+            sender,
+            [
+                (r["room_id"], notices.welcome(event_id, r["name"], parent_link, left))
+                for r in rooms
+            ],
+        )
+
+    def seconds_left(self, ends_at: int | None) -> int | None:
+        """Whole seconds from now until ``ends_at`` (rounded up)."""
+        if ends_at is None:
+            return None
+        return max(0, -(-(ends_at - self._api.get_current_time_msec()) // 1000))
+
+    async def to_children(
+        self, sender: str, rooms: Iterable[str], content: dict[str, Any]
+    ) -> dict[str, str | SynapseError]:
+        """The same notice in every room of ``rooms``."""
+        return await self.send(sender, [(room_id, content) for room_id in rooms])
+
+    async def ended(
+        self,
+        sender: str,
+        parent: str,
+        event_id: str,
+        rooms: Iterable[str],
+        message: str | None,
+        in_parent: bool = True,
+    ) -> dict[str, str | SynapseError]:
+        """``ended`` in each child (always with a message, when one was given)
+        and, unless not ``in_parent``, in the parent; the children's results."""
+        if not self.enabled and not message:
+            return {}
+        parent_link = await self.room_link(parent)
+        results = await self.to_children(
+            sender, rooms, notices.ended_in_child(event_id, parent_link, message)
+        )
+        if self.enabled and in_parent:
+            await self.send(sender, [(parent, notices.ended_in_parent(event_id))])
+        return results
