@@ -35,6 +35,7 @@ from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
 from synapse_breakout.http.flags import Flags
 from synapse_breakout.journal.assignment import AssignmentStore
+from synapse_breakout.journal.console_sessions import ConsoleSessionStore
 from synapse_breakout.journal.deadlines import DeadlineStore
 from synapse_breakout.journal.help import HelpStore
 from synapse_breakout.journal.locks import ParentLocks
@@ -43,6 +44,7 @@ from synapse_breakout.journal.ownership import Ownership
 from synapse_breakout.journal.retention import Retention
 from synapse_breakout.journal.rows import UNFINISHED
 from synapse_breakout.journal.schema import Schema, SchemaTooNewError
+from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.journal.verdicts import VerdictStore
 from synapse_breakout.operations.after_commit import AfterCommit
 from synapse_breakout.operations.broadcast import Broadcaster
@@ -107,6 +109,8 @@ class BreakoutModule:
         self.ownership = Ownership(api)
         self.locks = ParentLocks(api, self.ownership, UNFINISHED)
         self.verdicts = VerdictStore(api)
+        self.tables = SynapseTables(api)
+        self.help_requests = HelpStore(api)
         self.retention = Retention(api, self._config.retention_days)
 
     def _build_rooms(self) -> None:
@@ -121,7 +125,7 @@ class BreakoutModule:
 
     def _build_operations(self) -> None:
         config, api, store = self._config, self._api, self.operation_store
-        self.rollback = RollBack(api, store)
+        self.rollback = RollBack(api, store, self.tables)
         self.placer = Placer(api, store, self.assignments, self.memberships, self.pacer)
         self.after_commit = AfterCommit(
             api,
@@ -164,7 +168,7 @@ class BreakoutModule:
             self.recovery,
             self.operations.ender,
             self.operations.deadlines,
-            Ejector(api, self.parents, self.memberships),
+            Ejector(api, self.tables, self.parents, self.memberships),
             self.retention,
         )
 
@@ -204,13 +208,13 @@ class BreakoutModule:
                 self.memberships,
                 self.announcer,
             ),
-            help=HelpDesk(api, store, HelpStore(api), parents, self.announcer),
+            help=HelpDesk(api, store, self.help_requests, parents, self.announcer),
         )
 
     def _register_hooks(self) -> None:
         config, api = self._config, self._api
-        self.rules = BreakoutRules(config, api)
-        self.trust = SenderTrust(config, api, self.verdicts)
+        self.rules = BreakoutRules(config, api, self.tables)
+        self.trust = SenderTrust(config, api, self.verdicts, self.tables)
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed
         )
@@ -228,16 +232,28 @@ class BreakoutModule:
 
     def _register_http(self) -> None:
         config, api = self._config, self._api
-        sessions = ConsoleSessions(api) if config.console.enabled else None
+        sessions = None
+        if config.console.enabled:
+            sessions = ConsoleSessions(api, ConsoleSessionStore(api), self.tables)
+            # Any logout of a user ends their console sessions (security.md).
+            api.register_password_auth_provider_callbacks(
+                on_logged_out=sessions.on_logged_out
+            )
         if config.admin_api.enabled:
+            flags = Flags(self.verdicts, self.tables)
             api.register_web_resource(
                 BASE_PATH,
-                BreakoutAdminResource(
-                    config, api, self.operations, Flags(api, self.verdicts), sessions
-                ),
+                BreakoutAdminResource(config, api, self.operations, flags, sessions),
             )
         if sessions is not None:  # the host console (docs/console.md)
-            view = ConsoleView(config, api, self.parents, self.operations.describer)
+            view = ConsoleView(
+                config,
+                api,
+                self.tables,
+                self.parents,
+                self.operations.describer,
+                self.help_requests,
+            )
             api.register_web_resource(
                 CONSOLE_PATH,
                 ConsoleResource(ConsoleApiResource(api, sessions, view)),

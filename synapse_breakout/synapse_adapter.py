@@ -4,24 +4,23 @@ Everything else goes through ``synapse.module_api``. Each function here says
 why it must reach further and falls back safely when a release changes what
 it touches; ``require_internals`` refuses an unfit release at start-up;
 ``tests/test_synapse_adapter.py`` runs them against the installed Synapse.
-SQL on Synapse's own tables lives here too: its schema is an internal.
+Reads of Synapse's own tables are journal/synapse_tables.py's.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import inspect
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from synapse.api.errors import ModuleFailedException, SynapseError
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.module_api import EventBase, ModuleApi
 from synapse.module_api.errors import ConfigError
-from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
+from synapse.rest.client.openid import IdTokenServlet
+from synapse.storage.engines._base import IsolationLevel
 from synapse.types import UserID, create_requester
 
 logger = logging.getLogger(__name__)
@@ -46,99 +45,6 @@ def allows_restricted_join_rule(room_version: str) -> bool:
     """
     known = KNOWN_ROOM_VERSIONS.get(room_version)
     return known is not None and known.restricted_join_rule
-
-
-def _in_txn(
-    txn: LoggingTransaction, sql: str, column: str, ids: list[str], extra: list[Any]
-) -> list[tuple[Any, ...]] | int:
-    clause, args = make_in_list_sql_clause(txn.database_engine, column, ids)
-    txn.execute(sql.format(ids=clause), [*args, *extra])
-    return txn.rowcount if sql.startswith("DELETE") else [tuple(r) for r in txn]
-
-
-async def _rows_among(
-    api: ModuleApi, desc: str, sql: str, column: str, ids: Iterable[str], *extra: Any
-) -> Any:
-    """One query on Synapse's tables for all of ``ids`` (none for no ids):
-    ``sql``'s ``{ids}`` is a clause ``column IN ids``. Its rows, or how many
-    rows a ``DELETE`` deleted."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return 0 if sql.startswith("DELETE") else []
-    return await api.run_db_interaction(desc, _in_txn, sql, column, wanted, list(extra))
-
-
-async def _ids_among(
-    api: ModuleApi, desc: str, sql: str, column: str, ids: Iterable[str], *extra: Any
-) -> set[str]:
-    """The first column of :func:`_rows_among`'s rows."""
-    return {row[0] for row in await _rows_among(api, desc, sql, column, ids, *extra)}
-
-
-async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
-    """The rooms among ``room_ids`` that Synapse still has (not purged).
-
-    Why internal: a purged room, or an empty shell a crash left, has no state
-    for ``get_room_state`` to show; only Synapse's ``rooms`` table says whether
-    the room is still registered. One query for all of them.
-    """
-    return await _ids_among(
-        api,
-        "breakout_existing_rooms",
-        "SELECT room_id FROM rooms WHERE {ids}",
-        "room_id",
-        room_ids,
-    )
-
-
-async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
-    """The rooms among ``room_ids`` whose create event this server holds.
-
-    Why internal: the module API can only look up one room at a time
-    (``get_room_state``, and it raises for unknown rooms); a break-out lists up
-    to ``max_child_rooms`` children and must cost one query, whatever their
-    number. So this reads Synapse's ``state_events`` table, which holds every
-    state event the server has stored, through the public
-    ``run_db_interaction``.
-    """
-    return await _ids_among(
-        api,
-        "breakout_rooms_with_create_event",
-        "SELECT DISTINCT room_id FROM state_events"
-        " WHERE type = 'm.room.create' AND state_key = '' AND {ids}",
-        "room_id",
-        room_ids,
-    )
-
-
-async def members_of_rooms(
-    api: ModuleApi, room_ids: Iterable[str], memberships: Collection[str]
-) -> dict[str, dict[str, str]]:
-    """Who has one of ``memberships`` in each of ``room_ids`` now:
-    ``{room_id: {user_id: membership}}``, rooms without any left out.
-
-    Why internal: the module API's only way to a room's members is
-    ``get_room_state``, which loads every member event: the ejection check
-    (every child of every break-out, each 5 s) took about a second of the
-    reactor every 5 s at 5,000 users (docs/performance.md). This is one query
-    on ``current_state_events``, whose ``membership`` column Synapse's room
-    member store reads the same way (rejected events have none).
-    """
-    kinds = sorted(memberships)
-    found: dict[str, dict[str, str]] = {}
-    for room_id, user_id, membership in await _rows_among(
-        api,
-        "breakout_members_of_rooms",
-        "SELECT room_id, state_key, membership FROM current_state_events"
-        " WHERE type = 'm.room.member' AND {ids} AND membership IN ("
-        + ", ".join("?" for _ in kinds)
-        + ")",
-        "room_id",
-        room_ids if kinds else (),
-        *kinds,
-    ):
-        found.setdefault(room_id, {})[user_id] = membership
-    return found
 
 
 def skip_state_load_for_other_event_types(
@@ -270,133 +176,43 @@ async def update_membership(
     return event_id
 
 
-async def rooms_created_by(api: ModuleApi, sender: str, since_ts: int) -> set[str]:
-    """Rooms whose create event ``sender`` sent at or after ``since_ts`` (ms).
+def read_committed(api: ModuleApi) -> dict[str, Any]:
+    """Keyword arguments that run a ``run_db_interaction`` at READ COMMITTED.
 
-    Why internal: a crash can fall between Synapse persisting a child room's
-    create event and the module journalling the room; recovery finds such
-    rooms by their creator and creation time (then checks the operation marker
-    in their create event through the public ``get_room_state``). No module
-    API lists rooms by creator.
+    Why internal: Synapse runs transactions at REPEATABLE READ on PostgreSQL.
+    A start must wait for a concurrent start of the same moderator, then see
+    what it committed (``moderator_starts_per_hour``, counted and recorded in
+    one transaction); at REPEATABLE READ the waiting one fails with a
+    serialization error, which Synapse retries 5 times only: 30 starts at once
+    would exhaust that. ``runInteraction`` takes ``isolation_level`` (the
+    module API hands keyword arguments on to it); the levels are Synapse's.
+    Without it (another release): {} and Synapse's retries.
     """
-    return await _ids_among(
-        api,
-        "breakout_rooms_created_by",
-        "SELECT room_id FROM events WHERE type = 'm.room.create' AND {ids}"
-        " AND origin_server_ts >= ?",
-        "sender",
-        [sender],
-        since_ts,
-    )
+    run = api._hs.get_datastores().main.db_pool.runInteraction
+    if "isolation_level" not in inspect.signature(run).parameters:
+        return {}
+    return {"isolation_level": IsolationLevel.READ_COMMITTED}
 
 
-async def stored_events(
-    api: ModuleApi, event_ids: Iterable[str], rejected: bool = False
-) -> set[str]:
-    """The events among ``event_ids`` that Synapse stored and did not reject
-    (``rejected``: that it stored as rejected).
+def instance_id(api: ModuleApi) -> str:
+    """The ID of this process among the homeserver's (a new one each start).
 
-    Why internal: the spam-checker hook runs before Synapse authorises an
-    event, and the module API has no callback for an event's outcome nor a
-    way to ask whether an event was rejected (``rejections`` table). One
-    query for all of them.
+    Why internal: room locks in Synapse's ``worker_read_write_locks`` name the
+    process holding them by this ID, and recovery drops a dead process's locks
+    only (journal/synapse_tables.py); the module API does not expose it.
     """
-    test = "EXISTS" if rejected else "NOT EXISTS"
-    return await _ids_among(
-        api,
-        "breakout_stored_events",
-        "SELECT e.event_id FROM events e WHERE {ids} AND "
-        + test
-        + " (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)",
-        "e.event_id",
-        event_ids,
-    )
+    return str(api._hs.get_instance_id())
 
 
-async def release_other_processes_room_locks(
-    api: ModuleApi, room_ids: Iterable[str]
-) -> int:
-    """Drop the room locks other processes hold on rooms of a dead operation.
+def openid_lifetime_ms() -> int:
+    """How long Synapse's OpenID tokens are valid after they are issued.
 
-    Why internal: a process killed while sending an event into a room leaves
-    its read lock on that room in Synapse's ``worker_read_write_locks`` until
-    it times out (2 minutes), and purging the room waits for it. No live
-    process has a reason to lock a dead operation's rooms, so their locks are
-    dropped as Synapse's own reaper drops stale ones (a plain delete), and
-    the purge starts at once. This process's locks are kept. No module API
-    touches locks.
-
-    Returns:
-        How many locks were dropped.
+    Why internal: a console session is made only from a fresh OpenID token,
+    and ``open_id_tokens`` says only until when a token is valid; the
+    lifetime is ``IdTokenServlet.EXPIRES_MS`` (one hour on every supported
+    release; one hour where a release drops the constant).
     """
-    dropped: int = await _rows_among(
-        api,
-        "breakout_release_room_locks",
-        "DELETE FROM worker_read_write_locks WHERE {ids} AND instance_name != ?",
-        "lock_key",
-        room_ids,
-        api._hs.get_instance_id(),
-    )
-    return dropped
-
-
-async def user_for_openid_token(api: ModuleApi, token: str) -> str | None:
-    """The local user an OpenID token of this homeserver was issued to, if valid.
-
-    Why internal: the public way to check such a token is the homeserver's own
-    federation endpoint ``/_matrix/federation/v1/openid/userinfo``, served on
-    the federation listener, which the server often cannot reach itself (it
-    may be behind a proxy, on another port, or federation may be off). That
-    endpoint answers from Synapse's ``open_id_tokens`` table through
-    ``get_user_id_for_open_id_token(token, now)``; this makes the same call,
-    so a token is valid here exactly when the endpoint would accept it (issued
-    by this server, not expired). No module API checks OpenID tokens.
-
-    Returns:
-        The user ID; None for an unknown or expired token (or no such method).
-    """
-    store = api._hs.get_datastores().main
-    lookup = getattr(store, "get_user_id_for_open_id_token", None)
-    if lookup is None:
-        logger.warning(
-            "synapse_breakout: this Synapse cannot check OpenID tokens; the "
-            "console's widget sign-in is refused"
-        )
-        return None
-    user_id = await lookup(token, api.get_current_time_msec())
-    return user_id if isinstance(user_id, str) else None
-
-
-def console_session_key(api: ModuleApi) -> bytes:
-    """A secret key, the same on every worker, to sign console sessions with.
-
-    Why internal: console sessions are signed rather than stored, so that any
-    worker can check them and nothing accumulates in the database. The key
-    must be secret and shared by every process of the homeserver, and the only
-    such secret a module can reach is Synapse's ``macaroon_secret_key`` (the
-    one it signs its own login tokens with; Synapse derives it from the
-    signing key when it is not configured). The module never uses it
-    directly: it derives its own key from it with HMAC-SHA256 and a label.
-    """
-    secret = api._hs.config.key.macaroon_secret_key
-    if isinstance(secret, str):
-        secret = secret.encode("utf-8")
-    if not isinstance(secret, bytes) or not secret:
-        raise RuntimeError("this Synapse has no macaroon_secret_key")
-    return hmac.new(
-        secret, b"synapse_breakout console session v1", hashlib.sha256
-    ).digest()
-
-
-async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
-    """The rooms a local user is joined to.
-
-    Why internal: no module API lists a user's rooms; ``get_rooms_for_user``
-    is the cached store method Synapse's ``/joined_rooms`` servlet uses.
-    """
-    # Typed as Any: mypy reads Synapse's @cached descriptor as an unbound method.
-    store: Any = api._hs.get_datastores().main
-    return frozenset(await store.get_rooms_for_user(user_id))
+    return int(getattr(IdTokenServlet, "EXPIRES_MS", 3600 * 1000))
 
 
 async def joined_users(api: ModuleApi, room_id: str) -> frozenset[str]:
@@ -426,7 +242,6 @@ def missing_internals(api: ModuleApi) -> list[str]:
         ),
         "HomeServer.get_instance_id()": lambda: hs.get_instance_id,
         "store.get_users_in_room": lambda: hs.get_datastores().main.get_users_in_room,
-        "store.get_rooms_for_user": lambda: hs.get_datastores().main.get_rooms_for_user,
     }
     missing = []
     for name, get in wanted.items():

@@ -261,12 +261,14 @@ class ParentRoomTestCase(BreakoutTestCase):
         return [e for e in channel.json_body["chunk"] if e["type"] == "m.room.message"]
 
     def notices(self, room_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-        """The contents of the notices in ``room_id`` (of ``kind``), oldest first."""
+        """The contents of the module's messages in ``room_id`` (of ``kind``),
+        oldest first: ``m.notice``, or ``m.text`` for ``help`` (SPEC 9)."""
         contents = [m["content"] for m in reversed(self.messages(room_id))]
         return [
             c
             for c in contents
-            if c.get("msgtype") == "m.notice"
+            if c.get("msgtype")
+            == ("m.text" if c.get(NOTICE_KEY) == "help" else "m.notice")
             and (kind is None or c.get(NOTICE_KEY) == kind)
         ]
 

@@ -1,16 +1,21 @@
-"""POST .../help (help.py): participants ask the host for help."""
+"""POST .../help (operations/help.py): participants ask the host for help,
+and it alerts the host (SPEC 4)."""
 
 from __future__ import annotations
 
+import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
 from harness import UNSTABLE, ParentRoomTestCase, links
+from synapse.rest.client import notifications
 
 from synapse_breakout.matrix.notices import EVENT_ID_KEY
 
 
 class HelpTestCase(ParentRoomTestCase):
+    servlets = [*ParentRoomTestCase.servlets, notifications.register_servlets]
+
     def prepare(self, *args: Any) -> None:
         super().prepare(*args)
         self.result = self.start(
@@ -39,14 +44,24 @@ class HelpTestCase(ParentRoomTestCase):
             expect=expect,
         )
 
-    def test_a_participant_asks_and_the_host_is_mentioned(self) -> None:
+    def test_a_participant_asks_and_the_hosts_are_mentioned(self) -> None:
+        """An m.text (a notice would alert nobody), mentioning the acting user
+        and the start's caller (the admin here); the asker is named, not
+        mentioned (they would alert themselves)."""
         asking = self.users[0]
         answer = self.ask(asking, {"room_id": self.tables[0], "message": "We're stuck"})
         (notice,) = self.notices(self.parent, "help")
+        self.assertEqual(notice["msgtype"], "m.text")
         self.assertEqual(notice[EVENT_ID_KEY], self.result["event_id"])
-        self.assertEqual(notice["m.mentions"]["user_ids"], [self.host, asking])
+        self.assertEqual(notice["m.mentions"]["user_ids"], [self.host, self.admin])
         self.assertEqual(
-            links(notice), [(self.host, []), (asking, []), (self.tables[0], ["test"])]
+            links(notice),
+            [
+                (self.host, []),
+                (self.admin, []),
+                (asking, []),
+                (self.tables[0], ["test"]),
+            ],
         )
         self.assertIn("asks for help in Table 1", notice["body"])
         self.assertTrue(notice["body"].endswith("\nWe're stuck"))
@@ -55,17 +70,19 @@ class HelpTestCase(ParentRoomTestCase):
         )
         self.assertEqual(event["sender"], asking)
 
-    def test_once_a_minute_per_room(self) -> None:
+    def test_once_a_minute_per_user_and_room(self) -> None:
         self.ask(self.users[0], {"room_id": self.tables[0]})
         error = self.ask(
-            self.users[1], {"room_id": self.tables[0]}, HTTPStatus.TOO_MANY_REQUESTS
+            self.users[0], {"room_id": self.tables[0]}, HTTPStatus.TOO_MANY_REQUESTS
         )
         self.assertEqual(error["errcode"], "M_LIMIT_EXCEEDED")
         self.assertTrue(0 < error["retry_after_ms"] <= 60_000)
+        # One member does not use the limit up for the others of the room.
+        self.ask(self.users[1], {"room_id": self.tables[0]})
         self.ask(self.users[2], {"room_id": self.tables[1]})  # another room may
         self.reactor.advance(61)
-        self.ask(self.users[1], {"room_id": self.tables[0]})
-        self.assertEqual(len(self.notices(self.parent, "help")), 3)
+        self.ask(self.users[0], {"room_id": self.tables[0]})
+        self.assertEqual(len(self.notices(self.parent, "help")), 4)
 
     def test_only_members_of_own_children(self) -> None:
         # In the other table, not in this one.
@@ -119,9 +136,86 @@ class HelpTestCase(ParentRoomTestCase):
             {**levels, "events_default": 50},
             tok=self.host_tok,
         )
-        answer = self.ask(self.users[0], {"room_id": self.tables[0]})
+        words = "Official: the session moved to https://evil.example/login"
+        answer = self.ask(self.users[0], {"room_id": self.tables[0], "message": words})
         event = self.helper.get_event(
             self.parent, answer["event_id"], tok=self.host_tok
         )
         self.assertEqual(event["sender"], self.host)
-        self.assertIn(self.users[0], event["content"]["m.mentions"]["user_ids"])
+        content = event["content"]
+        # A fixed text naming them and the room: never their words.
+        self.assertNotIn("evil", content["body"])
+        self.assertNotIn("evil", content["formatted_body"])
+        self.assertIn(f"{self.users[0]} asks for help in Table 1", content["body"])
+        self.assertIn("may not post", content["body"])
+        self.assertEqual(content["m.mentions"]["user_ids"], [self.host, self.admin])
+
+    def test_the_parent_is_required(self) -> None:
+        """A member of a break-out room who is not (or no longer) in the parent
+        may not ask: nobody speaks in a room they are not in."""
+        self.helper.leave(self.parent, self.users[0], tok=self.toks[self.users[0]])
+        error = self.ask(
+            self.users[0], {"room_id": self.tables[0]}, HTTPStatus.FORBIDDEN
+        )
+        self.assertEqual(error["errcode"], "M_FORBIDDEN")
+        self.assertEqual(self.notices(self.parent, "help"), [])
+
+    def test_the_host_is_alerted_by_synapses_push_rules(self) -> None:
+        """Synapse's bulk push rule evaluator gives the host a highlight for
+        the help message: it alerts them on every client."""
+        answer = self.ask(self.users[0], {"room_id": self.tables[0], "message": "?"})
+        channel = self.make_request(
+            "GET", "/_matrix/client/v3/notifications", access_token=self.host_tok
+        )
+        self.assertEqual(channel.code, 200, channel.json_body)
+        found = [
+            n
+            for n in channel.json_body["notifications"]
+            if n["event"]["event_id"] == answer["event_id"]
+        ]
+        self.assertEqual(len(found), 1, channel.json_body)
+        actions = found[0]["actions"]
+        self.assertIn("notify", actions)
+        self.assertIn({"set_tweak": "highlight"}, actions)
+        # The module's other notices (m.notice) alert nobody.
+        started = self.notices(self.parent, "started")
+        self.assertTrue(started)
+        self.assertFalse(
+            [
+                n
+                for n in channel.json_body["notifications"]
+                if n["event"]["content"].get("msgtype") == "m.notice"
+            ]
+        )
+
+    def test_the_console_lists_help_from_the_record_with_who_asked(self) -> None:
+        """A message that only looks like a help request (any member can put
+        the notice key in a message) is not listed; a real one is, with who
+        asked and from where."""
+        self.helper.send(self.parent, "x", tok=self.toks[self.users[5]])
+        self.helper.send_event(
+            self.parent,
+            "m.room.message",
+            {
+                "msgtype": "m.text",
+                "body": "@u0:test asks for help in https://evil.example",
+                "org.matrix.msc3985.notice": "help",
+            },
+            tok=self.toks[self.users[5]],
+        )
+        answer = self.ask(self.users[0], {"room_id": self.tables[0], "message": "?"})
+        view = self.call_console(f"/api/rooms/{urllib.parse.quote(self.parent)}")
+        (listed,) = view["help_requests"]
+        self.assertEqual(listed["user_id"], self.users[0])
+        self.assertEqual(listed["room_id"], self.tables[0])
+        self.assertEqual(listed["room_name"], "Table 1")
+        self.assertEqual(listed["event_id"], answer["event_id"])
+
+    def call_console(self, path: str) -> Any:
+        channel = self.make_request(
+            "GET",
+            "/_synapse/client/breakout/console" + path,
+            access_token=self.admin_tok,
+        )
+        self.assertEqual(channel.code, HTTPStatus.OK, channel.json_body)
+        return channel.json_body

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from harness import UNSTABLE, ParentRoomTestCase, find_module, module_config
+from harness import BASE, UNSTABLE, ParentRoomTestCase, find_module, module_config
 from synapse.types import UserID
 from tests.unittest import override_config
 
@@ -68,6 +68,29 @@ class ModeratorLimitsTestCase(ParentRoomTestCase):
         self.call("POST", self.room_path(), {**body, "acting_user": self.host})
         self.reactor.advance(err["retry_after_ms"] / 1000 + 1)
         self.call("POST", self.room_path(), body, tok=self.mod_tok)
+
+    @override_config(module_config(moderator_starts_per_hour=3, **MODERATORS))
+    def test_the_limit_holds_for_starts_at_the_same_moment(self) -> None:
+        """Eight starts of one moderator in flight at once, on eight parents:
+        exactly the limit succeed (counted and recorded in one transaction),
+        and the others create nothing."""
+        parents = [self.make_parent() for _ in range(8)]
+        before = self.local_room_count()
+        channels = [
+            self.make_request(
+                "POST",
+                BASE + self.room_path(parent),
+                {"rooms": [{"name": "A"}]},
+                access_token=self.mod_tok,
+                await_result=False,
+            )
+            for parent in parents
+        ]
+        for channel in channels:
+            channel.await_result(timeout_ms=600_000)
+        codes = sorted(channel.code for channel in channels)
+        self.assertEqual(codes, [200] * 3 + [429] * 5, codes)
+        self.assertEqual(self.local_room_count(), before + 3)
 
     @override_config(module_config(**MODERATORS))
     def test_a_shadow_banned_moderator_changes_nothing(self) -> None:

@@ -73,18 +73,31 @@ def test_welcome_links_back_and_says_the_time() -> None:
     assert "You have" not in notices.welcome("$ev", None, PARENT, None)["body"]
 
 
-def test_help_mentions_the_host_and_links_the_room() -> None:
+def test_help_is_a_text_that_mentions_the_hosts_and_links_the_room() -> None:
+    hosts = ["@host:example.org", "@admin:example.org"]
     content = notices.help_request(
-        "$ev", "@host:example.org", "@a:example.org", TABLE, "We are stuck"
+        "$ev", hosts, "@a:example.org", TABLE, "We are stuck"
     )
     assert content[NOTICE_KEY] == "help"
-    assert content["m.mentions"]["user_ids"][0] == "@host:example.org"
+    # m.text: Matrix's default rules silence every m.notice, mentions included.
+    assert content["msgtype"] == "m.text"
+    assert content["m.mentions"]["user_ids"] == hosts
     assert links(content["formatted_body"]) == [
         "https://matrix.to/#/@host:example.org",
+        "https://matrix.to/#/@admin:example.org",
         "https://matrix.to/#/@a:example.org",
         TABLE.url,
     ]
     assert content["body"].endswith("\nWe are stuck")
+
+
+def test_help_for_a_muted_participant_never_carries_their_words() -> None:
+    content = notices.help_request(
+        "$ev", ["@host:example.org"], "@a:example.org", TABLE, "evil", muted=True
+    )
+    assert "evil" not in content["body"] and "evil" not in content["formatted_body"]
+    assert "@a:example.org asks for help in Table <1>" in content["body"]
+    assert content["m.mentions"]["user_ids"] == ["@host:example.org"]
 
 
 def test_plain_kinds() -> None:

@@ -543,6 +543,40 @@ def help_again(t: OpenApiTestCase) -> FakeChannel:
 # GET /flags
 
 
+# A lone surrogate, as JSON spells it: every body's strings must be valid Unicode.
+LONE = rb'"\ud800"'
+
+
+@recipe("POST", ROOM, 400, "M_BAD_JSON")
+def start_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(ROOM), b'{"rooms": [{"name": ' + LONE + b"}]}")
+
+
+@recipe("DELETE", ROOM, 400, "M_BAD_JSON")
+def end_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("DELETE", t.fill(ROOM), b'{"message": ' + LONE + b"}")
+
+
+@recipe("POST", BROADCAST, 400, "M_BAD_JSON")
+def broadcast_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(BROADCAST), b'{"body": ' + LONE + b"}")
+
+
+@recipe("POST", MOVE, 400, "M_BAD_JSON")
+def move_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(MOVE), b'{"user_id": ' + LONE + b', "to": null}')
+
+
+@recipe("POST", DEADLINE, 400, "M_BAD_JSON")
+def deadline_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(DEADLINE), b"{" + LONE + b": 5}")
+
+
+@recipe("POST", HELP, 400, "M_BAD_JSON")
+def help_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("POST", t.fill(HELP), b'{"room_id": ' + LONE + b"}")
+
+
 @recipe("GET", FLAGS, 200)
 def flags_ok(t: OpenApiTestCase) -> FakeChannel:
     t.flag_something()

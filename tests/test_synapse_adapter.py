@@ -1,15 +1,14 @@
-"""The adapter over Synapse internals, run against the installed Synapse."""
+"""The adapter over Synapse code, run against the installed Synapse."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness import BreakoutTestCase, find_module, probe_event, transactions_during
+from harness import BreakoutTestCase, find_module, probe_event
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
 from synapse.module_api.errors import ConfigError
 from synapse.server import HomeServer
-from synapse.storage.database import LoggingTransaction
 from synapse.util.clock import Clock
 from twisted.internet.testing import MemoryReactor
 
@@ -135,46 +134,6 @@ class FreezingDispatcherTestCase(BreakoutTestCase):
             self.helper.send_state(parent, event_type, bad, tok=tok, expect_code=400)
 
 
-class RoomsWithCreateEventTestCase(BreakoutTestCase):
-    def test_one_query_finds_the_known_rooms(self) -> None:
-        user = self.register_user("u", "pass")
-        tok = self.login("u", "pass")
-        rooms = [self.helper.create_room_as(user, tok=tok) for _ in range(5)]
-        rooms.append(self.helper.create_room_as(user, tok=tok, room_version="12"))
-        unknown = ["!nope:test", "!" + "Z" * 43, "!x:elsewhere.example"]
-        answers: list[set[str]] = []
-
-        def look() -> None:
-            for asked in (rooms + unknown, []):
-                answers.append(
-                    self.get_success(
-                        synapse_adapter.rooms_with_create_event(self.module_api, asked)
-                    )
-                )
-
-        descs = transactions_during(self.hs, look)
-        self.assertEqual(answers, [set(rooms), set()])
-        self.assertEqual(descs, ["breakout_rooms_with_create_event"])
-
-    def test_a_room_whose_create_event_is_gone_is_unknown(self) -> None:
-        user = self.register_user("u", "pass")
-        tok = self.login("u", "pass")
-        room_id = self.helper.create_room_as(user, tok=tok)
-        assert room_id is not None
-
-        def drop_txn(txn: LoggingTransaction) -> None:
-            txn.execute(
-                "DELETE FROM state_events WHERE room_id = ? AND type = 'm.room.create'",
-                (room_id,),
-            )
-
-        self.get_success(self.module_api.run_db_interaction("test_drop", drop_txn))
-        found = self.get_success(
-            synapse_adapter.rooms_with_create_event(self.module_api, [room_id])
-        )
-        self.assertEqual(found, set())
-
-
 class RequiredInternalsTestCase(BreakoutTestCase):
     """What the adapter calls exists in this Synapse, or start-up stops."""
 
@@ -200,7 +159,6 @@ class RequiredInternalsTestCase(BreakoutTestCase):
             "RoomMemberHandler.update_membership(ratelimit=)",
             "HomeServer.get_instance_id()",
             "store.get_users_in_room",
-            "store.get_rooms_for_user",
         ):
             self.assertIn(name, message)
 
@@ -228,79 +186,3 @@ class JoinedUsersTestCase(BreakoutTestCase):
         self.assertEqual(joined(), {host, ann, cat})
         self.helper.leave(room, cat, tok=cat_tok)  # the cache follows
         self.assertEqual(joined(), {host, ann})
-
-
-class MembersOfRoomsTestCase(BreakoutTestCase):
-    """``members_of_rooms``: who is joined or invited in several rooms, in one
-    query, the same as the module API's member events say."""
-
-    def test_the_same_as_the_member_events_in_one_query(self) -> None:
-        host = self.register_user("host", "pass")
-        host_tok = self.login("host", "pass")
-        ann = self.register_user("ann", "pass")
-        ann_tok = self.login("ann", "pass")
-        bob = self.register_user("bob", "pass")
-        cat = self.register_user("cat", "pass")
-        cat_tok = self.login("cat", "pass")
-        dan = self.register_user("dan", "pass")
-        dan_tok = self.login("dan", "pass")
-        first = self.helper.create_room_as(host, is_public=True, tok=host_tok)
-        second = self.helper.create_room_as(host, is_public=True, tok=host_tok)
-        empty = self.helper.create_room_as(host, is_public=True, tok=host_tok)
-        assert first is not None and second is not None and empty is not None
-        self.helper.join(first, ann, tok=ann_tok)
-        self.helper.invite(first, host, bob, tok=host_tok)
-        self.helper.join(first, cat, tok=cat_tok)
-        self.helper.leave(first, cat, tok=cat_tok)
-        self.helper.join(first, dan, tok=dan_tok)
-        self.helper.ban(first, host, dan, tok=host_tok)
-        self.helper.invite(second, host, ann, tok=host_tok)
-        self.helper.leave(empty, host, tok=host_tok)
-        rooms = [first, second, empty, "!unknown:test"]
-
-        found: dict[str, dict[str, str]] = {}
-
-        def look() -> None:
-            found.update(
-                self.get_success(
-                    synapse_adapter.members_of_rooms(
-                        self.module_api, rooms, ("join", "invite")
-                    )
-                )
-            )
-
-        descs = transactions_during(self.hs, look)
-        self.assertEqual(descs, ["breakout_members_of_rooms"])
-        self.assertEqual(
-            found,
-            {
-                first: {host: "join", ann: "join", bob: "invite"},
-                second: {host: "join", ann: "invite"},
-            },
-        )
-        # The module API's member events say the same of every member.
-        for room in (first, second):
-            state = self.get_success(
-                self.module_api.get_room_state(room, [("m.room.member", None)])
-            )
-            said = {
-                user: event.content["membership"]
-                for (_, user), event in state.items()
-                if event.content["membership"] in ("join", "invite")
-            }
-            self.assertEqual(found[room], said)
-        # Only the memberships asked for.
-        self.assertEqual(
-            self.get_success(
-                synapse_adapter.members_of_rooms(self.module_api, [first], ("ban",))
-            ),
-            {first: {dan: "ban"}},
-        )
-        # The current state: ann leaves the first room.
-        self.helper.leave(first, ann, tok=ann_tok)
-        self.assertEqual(
-            self.get_success(
-                synapse_adapter.members_of_rooms(self.module_api, [first], ("join",))
-            ),
-            {first: {host: "join"}},
-        )

@@ -43,6 +43,7 @@ RECOVERY_SECONDS = 5
 #: of at most 30 s plus recovery_interval_seconds.
 LEASE_SECONDS = float(os.environ.get("BREAKOUT_WORKER_LEASE_SECONDS", "30"))
 ROOMS = 40
+MODERATOR_LIMIT = 3
 
 if os.environ.get("BREAKOUT_WORKERS") != "1":
     pytest.skip("run by tox -e workers", allow_module_level=True)
@@ -170,7 +171,13 @@ class Deployment:
         self.main = SynapseProcess(
             workdir,
             port=free_port(),
-            module_config={"recovery_interval_seconds": RECOVERY_SECONDS},
+            module_config={
+                "recovery_interval_seconds": RECOVERY_SECONDS,
+                # Moderators use the API, a few starts an hour each (the
+                # limit's test); every other test acts as a server admin.
+                "admin_api": {"allow_room_moderators": True},
+                "moderator_starts_per_hour": MODERATOR_LIMIT,
+            },
             database=postgres_database(f"breakout_workers_{os.getpid()}"),
             extra_config={
                 "redis": {
@@ -457,6 +464,47 @@ def test_same_txn_id_on_both_workers_at_once_makes_one_breakout(
     for worker in ("worker1", "worker2"):
         assert d.api("POST", p.path, body, worker=worker) == won[0]
     assert len(d.rooms() - before) == 2
+
+
+def test_the_moderator_limit_holds_across_workers(deployment: Deployment) -> None:
+    """Eight starts of one moderator at the same moment, on eight parents,
+    alternately on both workers: exactly the limit succeed."""
+    d = deployment
+    host, host_tok = d.front.register("host_limit")
+    mod, mod_tok = d.front.register("mod_limit")
+    parents = []
+    for _ in range(8):
+        room = d.front.create_room(
+            host_tok,
+            preset="public_chat",
+            power_level_content_override={"users": {host: 100, mod: 50}},
+        )
+        d.front.join(mod_tok, room)
+        parents.append("/rooms/" + urllib.parse.quote(room))
+    gate = threading.Barrier(len(parents))
+    codes: dict[str, int] = {}
+
+    def start(path: str, worker: str) -> None:
+        gate.wait()
+        try:
+            d.api("POST", path, {"rooms": [{"name": "A"}]}, worker=worker, tok=mod_tok)
+            codes[path] = 200
+        except HttpError as e:
+            codes[path] = e.status
+
+    workers = itertools.cycle(["worker1", "worker2"])
+    threads = [
+        threading.Thread(target=start, args=(path, next(workers))) for path in parents
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(codes.values()) == [200] * MODERATOR_LIMIT + [429] * (
+        len(parents) - MODERATOR_LIMIT
+    ), codes
+    for path in parents:
+        assert set(d.served_by("POST", path)) <= {"worker1", "worker2"}
 
 
 def test_sigkill_of_a_worker_mid_start_leaves_no_room(

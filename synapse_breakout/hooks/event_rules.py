@@ -19,8 +19,8 @@ import attrs
 from synapse.module_api import EventBase, ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
 
-from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BreakoutConfig, Enforcement
+from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.matrix.content import (
     BreakoutContent,
     BreakoutContentError,
@@ -179,9 +179,10 @@ def check_after_lookup(
 class BreakoutRules:
     """The ``check_event_allowed`` callback."""
 
-    def __init__(self, config: BreakoutConfig, api: ModuleApi):
+    def __init__(self, config: BreakoutConfig, api: ModuleApi, tables: SynapseTables):
         self._config = config
         self._api = api
+        self._tables = tables
 
     async def check_event_allowed(
         self, event: EventBase, state_events: StateMap
@@ -221,9 +222,7 @@ class BreakoutRules:
         )
         if isinstance(parsed, Violation):
             return parsed
-        known = await synapse_adapter.rooms_with_create_event(
-            self._api, parsed.room_ids
-        )
+        known = await self._tables.rooms_with_create_event(parsed.room_ids)
         return check_after_lookup(
             parsed, known, self._api.server_name, state, self._config
         )

@@ -35,8 +35,8 @@ from canonicaljson import encode_canonical_json
 from synapse.module_api import NOT_SPAM, EventBase, ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
 
-from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BreakoutConfig, UnknownSenders
+from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.journal.verdicts import SenderVerdict, VerdictStore
 from synapse_breakout.matrix.content import is_breakout_type
 from synapse_breakout.matrix.power import (
@@ -167,10 +167,17 @@ class LruCache(Generic[_K, _V]):
 class SenderTrust:
     """The spam-checker hook and the unsigned annotation."""
 
-    def __init__(self, config: BreakoutConfig, api: ModuleApi, verdicts: VerdictStore):
+    def __init__(
+        self,
+        config: BreakoutConfig,
+        api: ModuleApi,
+        verdicts: VerdictStore,
+        tables: SynapseTables,
+    ):
         self._config = config
         self._api = api
         self._verdicts = verdicts
+        self._tables = tables
         self.cache: LruCache[str, SenderVerdict] = LruCache(VERDICT_CACHE_SIZE)
 
     async def check_event_for_spam(self, event: EventBase) -> Any:
@@ -301,10 +308,10 @@ class SenderTrust:
         The hook runs before Synapse authorises an event: one it then rejects
         (a sender who never joined) or never stores leaves no verdict behind.
         """
-        if await synapse_adapter.stored_events(self._api, [event_id]):
+        if await self._tables.stored_events([event_id]):
             return
-        if await synapse_adapter.stored_events(
-            self._api, [event_id], rejected=True
+        if await self._tables.stored_events(
+            [event_id], rejected=True
         ) or attempt + 1 >= len(CONFIRM_AFTER_MS):
             await self._verdicts.forget(event_id)
             self.cache.forget(event_id)

@@ -11,10 +11,12 @@ import enum
 from http import HTTPStatus
 
 import attrs
-from synapse.module_api import ModuleApi, SynapseRequest
+from synapse.module_api import EventBase, ModuleApi, StateMap, SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
+from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.http.console.sessions import ConsoleSessions
+from synapse_breakout.matrix.power import is_moderator
 
 
 class Restraint(enum.StrEnum):
@@ -43,11 +45,27 @@ class Caller:
     """An authenticated caller."""
 
     user_id: str
+    #: A server admin, by their own access token (never through a console
+    #: session).
     is_admin: bool
     #: Shadow-banned or suspended: may change nothing.
     restraint: Restraint | None = None
     #: A guest account: only the participants' endpoints are open to it.
     is_guest: bool = False
+    #: A console session's: the one room it may act on (http/console/sessions.py).
+    session_room: str | None = None
+    #: A console session of a server admin: in its room, they count as a
+    #: moderator even where delegated moderators are not let in.
+    session_of_admin: bool = False
+
+    def check_session_room(self, room_id: str) -> None:
+        """403 unless a console session's caller acts on its own room."""
+        if self.session_room is not None and room_id != self.session_room:
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                f"this console session is for {self.session_room} only",
+                Codes.FORBIDDEN,
+            )
 
     def check_not_guest(self) -> None:
         """403 for a guest, on every endpoint but the participants'."""
@@ -75,16 +93,18 @@ async def authenticate(
 
     Args:
         sessions: where console sessions are accepted (``console.enabled``): a
-            console session acts as its user's own token would
-            (docs/console.md).
+            console session acts for its user in its room only, with a
+            moderator's rights at most (docs/security.md).
     """
     if sessions is not None:
-        session_user = await sessions.user_from_request(request)
-        if session_user is not None:
+        session = await sessions.user_from_request(request)
+        if session is not None:
             return Caller(
-                session_user,
-                await api.is_user_admin(session_user),
-                await restraint(api, session_user),
+                session.user_id,
+                is_admin=False,
+                restraint=await restraint(api, session.user_id),
+                session_room=session.room_id,
+                session_of_admin=await api.is_user_admin(session.user_id),
             )
     requester = await api.get_user_by_req(request, allow_guest=True)
     user_id = requester.user.to_string()
@@ -96,3 +116,25 @@ async def authenticate(
     return Caller(
         user_id, await api.is_user_admin(user_id), restrained, requester.is_guest
     )
+
+
+def may_host(
+    caller: Caller, state: StateMap[EventBase], config: BreakoutConfig
+) -> bool:
+    """Whether the admin API lets ``caller`` run break-outs in the room whose
+    state is ``state``: the one home of that rule (docs/security.md).
+
+    A server admin by their own token may; a moderator of the room (joined,
+    ``power_level``) may with ``admin_api.allow_room_moderators``; a console
+    session, in its own room only, has a moderator's rights at most: a
+    server admin's session counts as a moderator where they are one.
+    """
+    if not config.admin_api.enabled:
+        return False
+    if caller.is_admin:
+        return True
+    if not is_moderator(caller.user_id, state, config.power_level):
+        return False
+    if caller.session_of_admin:
+        return True
+    return config.admin_api.allow_room_moderators

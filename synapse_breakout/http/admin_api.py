@@ -21,7 +21,7 @@ from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.http import pretend
-from synapse_breakout.http.access import Caller, authenticate, restraint
+from synapse_breakout.http.access import Caller, authenticate, may_host, restraint
 from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.decoding import (
     bad,
@@ -138,7 +138,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
                 raise self._unsupported(method)
             caller.check_not_guest()
             return HTTPStatus.OK, await self._ops.view.operation(
-                segments[1], caller.user_id, caller.is_admin
+                segments[1], caller.user_id, caller.is_admin, caller.session_room
             )
         if len(segments) in (2, 3) and segments[0] == "rooms":
             action = segments[2] if len(segments) == 3 else ""
@@ -153,6 +153,7 @@ class BreakoutAdminResource(DirectServeJsonResource):
             parent = segments[1]
             if not is_valid_room_id(parent):
                 raise bad("parentRoomId", f"{parent!r} is not a valid room ID")
+            caller.check_session_room(parent)
             if not participant:
                 # A participant's endpoint checks its caller's rooms itself.
                 await self._authorise(caller, parent)
@@ -177,12 +178,12 @@ class BreakoutAdminResource(DirectServeJsonResource):
     async def _authorise(self, caller: Caller, parent: str) -> None:
         if caller.is_admin:
             return
-        if self._config.admin_api.allow_room_moderators:
+        if self._config.admin_api.allow_room_moderators or caller.session_of_admin:
             try:
                 state = await self._ops.parents.state(parent, [caller.user_id])
             except SynapseError:
                 state = {}
-            if self._ops.parents.is_moderator(caller.user_id, state):
+            if may_host(caller, state, self._config):
                 return
             raise SynapseError(
                 HTTPStatus.FORBIDDEN,

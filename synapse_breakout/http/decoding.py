@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import json
-import urllib.parse
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -29,7 +28,13 @@ def bad(field: str, message: str, errcode: str = Codes.INVALID_PARAM) -> Synapse
 
 
 def read_json_body(request: SynapseRequest, optional: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object (400 M_NOT_JSON otherwise)."""
+    """The request body as a JSON object of valid Unicode.
+
+    400 ``M_NOT_JSON`` for a body that is not UTF-8 JSON or not an object;
+    400 ``M_BAD_JSON`` naming the field for a string that is not valid
+    Unicode (a lone surrogate such as ``"\ud800"``: JSON can spell one, UTF-8
+    cannot, and every later step would fail on it).
+    """
     raw = request.content.read() if request.content else b""
     if not raw.strip():
         if optional:
@@ -38,17 +43,50 @@ def read_json_body(request: SynapseRequest, optional: bool = False) -> dict[str,
             HTTPStatus.BAD_REQUEST, "the body must be a JSON object", Codes.NOT_JSON
         )
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # RecursionError: nesting deeper than the parser's stack.
+        body = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        # UnicodeDecodeError is a ValueError; RecursionError: nesting deeper
+        # than the parser's stack.
         raise SynapseError(
-            HTTPStatus.BAD_REQUEST, "the body is not valid JSON", Codes.NOT_JSON
+            HTTPStatus.BAD_REQUEST, "the body is not valid UTF-8 JSON", Codes.NOT_JSON
         ) from None
     if not isinstance(body, dict):
         raise SynapseError(
             HTTPStatus.BAD_REQUEST, "the body must be a JSON object", Codes.NOT_JSON
         )
+    where = invalid_unicode_at(body)
+    if where is not None:
+        raise bad(
+            where or "body", "not valid Unicode (a lone surrogate)", Codes.BAD_JSON
+        )
     return body
+
+
+def invalid_unicode_at(value: Any) -> str | None:
+    """The path (``rooms[0].name``) of the first string or key in ``value``
+    that UTF-8 cannot encode; None when there is none."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not _encodable(key):
+                    return f"{path}.{key!a}" if path else ascii(key)
+                pending.append((f"{path}.{key}" if path else key, child))
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_keys(
@@ -144,12 +182,14 @@ def get_user_list(value: Any, field: str) -> tuple[str, ...]:
 
 
 def path_segments(request: SynapseRequest) -> list[str]:
-    """The path below the API's base, decoded; 400 if it is not UTF-8."""
+    """The path below a resource as text: 400 ``M_INVALID_PARAM`` if it is not
+    UTF-8 (a surrogate's encoding included, which UTF-8 forbids).
+
+    Twisted has percent-decoded each segment once already (``postpath``):
+    they are not decoded again, so ``%2521`` stays ``%21``.
+    """
     try:
-        return [
-            urllib.parse.unquote(s.decode("utf-8"), errors="strict")
-            for s in request.postpath or []
-        ]
+        return [segment.decode("utf-8") for segment in request.postpath or []]
     except UnicodeDecodeError:
         raise SynapseError(
             HTTPStatus.BAD_REQUEST, "the path must be UTF-8", Codes.INVALID_PARAM

@@ -14,10 +14,10 @@ from http import HTTPStatus
 from typing import Any
 
 import attrs
-from synapse.module_api import ModuleApi, SynapseRequest
+from synapse.module_api import SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
-from synapse_breakout import synapse_adapter
+from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.journal.verdicts import SenderVerdict, VerdictStore
 from synapse_breakout.matrix.content import is_valid_room_id
 from synapse_breakout.matrix.power import served_level
@@ -113,9 +113,9 @@ def parse_flags_query(args: Mapping[bytes, Sequence[bytes]]) -> FlagsQuery:
 class Flags:
     """Serves ``GET /flags``."""
 
-    def __init__(self, api: ModuleApi, verdicts: VerdictStore):
-        self._api = api
+    def __init__(self, verdicts: VerdictStore, tables: SynapseTables):
         self._verdicts = verdicts
+        self._tables = tables
 
     async def list(self, request: SynapseRequest) -> tuple[int, Any]:
         """``GET /flags``: unknown senders' break-out events, newest first.
@@ -127,9 +127,7 @@ class Flags:
         page = rows[: query.limit]
         more = len(rows) > query.limit
         # Events Synapse rejected (or has not stored yet) are never listed.
-        accepted = await synapse_adapter.stored_events(
-            self._api, [v.event_id for v in page]
-        )
+        accepted = await self._tables.stored_events(v.event_id for v in page)
         return HTTPStatus.OK, {
             "flags": [flag_json(v) for v in page if v.event_id in accepted],
             "next": make_token(page[-1]) if more else None,

@@ -8,5 +8,5 @@ transaction in Synapse's metrics and logs): the schema and its migrations
 assignment (assignment.py), parent locks (locks.py), who owns an operation and
 whether they live (ownership.py), deadlines and warnings (deadlines.py), help
 requests (help.py), sender verdicts (verdicts.py), retention (retention.py).
-SQL on Synapse's own tables is Synapse internals: synapse_adapter.py.
+Reads of Synapse's own tables are synapse_tables.py's (its schema is an internal).
 """

@@ -16,13 +16,16 @@ from typing import Any
 
 from synapse.module_api import LoggingTransaction, ModuleApi
 
+from synapse_breakout import synapse_adapter
 from synapse_breakout.journal.assignment import UserState, insert_plan_txn
 from synapse_breakout.journal.locks import insert_lock_txn, release_lock_txn
 from synapse_breakout.journal.rows import (
     UNFINISHED,
     Operation,
     OperationState,
+    OverQuota,
     RunningBreakout,
+    StartQuota,
 )
 
 _OP_COLUMNS = (
@@ -58,14 +61,19 @@ def _begin_operation_txn(
     op: Operation,
     plan: Sequence[Sequence[str]] = (),
     plan_state: UserState = UserState.PLANNED,
-) -> Operation | None:
+    quota: StartQuota | None = None,
+) -> Operation | OverQuota | None:
     """Insert ``op`` and its plan, take its parent's lock; None if the lock is
     held. A concurrent start with the same ``txn_id`` gets the earlier
-    operation."""
+    operation; one over ``quota``, :class:`OverQuota`."""
     if op.txn_id is not None:
         earlier = _find_txn_op_txn(txn, op.requester, op.txn_id)
         if earlier is not None:
             return earlier
+    if quota is not None:
+        over = _over_quota_txn(txn, op, quota)
+        if over is not None:
+            return over
     if not insert_lock_txn(txn, op.parent_room_id, op.op_id, op.created_ts):
         return None
     txn.execute(
@@ -95,6 +103,25 @@ def _begin_operation_txn(
         return _find_txn_op_txn(txn, op.requester, op.txn_id)
     insert_plan_txn(txn, op.op_id, plan, plan_state)
     return op
+
+
+def _over_quota_txn(
+    txn: LoggingTransaction, op: Operation, quota: StartQuota
+) -> OverQuota | None:
+    """Whether ``op``'s requester used up ``quota``, counted where it is
+    recorded: the gate row's update makes a concurrent start of the same
+    requester (any worker) wait for this transaction, then count again."""
+    txn.execute(
+        "INSERT INTO breakout_start_gates (requester, touched_ts) VALUES (?, ?)"
+        " ON CONFLICT (requester) DO UPDATE SET touched_ts = excluded.touched_ts",
+        (op.requester, op.created_ts),
+    )
+    count, oldest = _starts_since_txn(
+        txn, op.requester, op.created_ts - quota.window_ms
+    )
+    if count < quota.allowed:
+        return None
+    return OverQuota(oldest if oldest is not None else op.created_ts)
 
 
 def _record_room_txn(
@@ -243,16 +270,29 @@ class OperationStore:
         op: Operation,
         plan: Sequence[Sequence[str]] = (),
         plan_state: UserState = UserState.PLANNED,
-    ) -> Operation | None:
+        quota: StartQuota | None = None,
+    ) -> Operation | OverQuota | None:
         """Journal ``op`` with its plan (each room's users); lock its parent.
+
+        Args:
+            quota: the requester's starts in a window, counted and recorded in
+                this one transaction (``moderator_starts_per_hour``).
 
         Returns:
             ``op`` when it may proceed; the earlier operation with the same
-            ``txn_id`` from the same requester, if any; None when another
-            operation holds the parent's lock.
+            ``txn_id`` from the same requester, if any; :class:`OverQuota`
+            when ``quota`` is used up; None when another operation holds the
+            parent's lock.
         """
         return await self._api.run_db_interaction(
-            "breakout_begin_operation", _begin_operation_txn, op, plan, plan_state
+            "breakout_begin_operation",
+            _begin_operation_txn,
+            op,
+            plan,
+            plan_state,
+            quota,
+            # The quota's count must see a concurrent start it waited for.
+            **(synapse_adapter.read_committed(self._api) if quota else {}),
         )
 
     async def find_txn(self, requester: str, txn_id: str) -> Operation | None:

@@ -3,7 +3,8 @@
 Once a day the instance that runs background tasks (background/loops.py)
 deletes finished operations older than ``retention_days`` with their rooms
 lists, assignments, warnings and ``txn_id`` answers, and sender verdicts
-(flags) and help requests as old. A running break-out's start operation is kept
+(flags) and help requests as old, and console sessions a day after they were
+made (they last 30 minutes). A running break-out's start operation is kept
 whatever its age: its rooms are the break-out's own rooms. docs/operations.md
 lists the tables.
 """
@@ -22,9 +23,12 @@ DAY_MS = 24 * 3600 * 1000
 _FINISHED = (OperationState.COMMITTED.value, OperationState.ROLLED_BACK.value)
 
 
-def _prune_txn(txn: LoggingTransaction, before: int) -> tuple[int, int]:
+def _prune_txn(
+    txn: LoggingTransaction, before: int, sessions_before: int
+) -> tuple[int, int]:
     """Delete finished operations (with their rooms, assignments and warnings),
-    verdicts and help requests older than ``before``."""
+    verdicts and help requests older than ``before``, console sessions made
+    before ``sessions_before``."""
     old_ops = (
         "SELECT op_id FROM breakout_operations o WHERE o.state IN (?, ?)"
         " AND o.updated_ts < ? AND NOT EXISTS"
@@ -37,7 +41,11 @@ def _prune_txn(txn: LoggingTransaction, before: int) -> tuple[int, int]:
     operations = txn.rowcount
     txn.execute("DELETE FROM breakout_help_requests WHERE asked_ts < ?", (before,))
     txn.execute("DELETE FROM breakout_sender_verdicts WHERE received_ts < ?", (before,))
-    return operations, txn.rowcount
+    verdicts = txn.rowcount
+    txn.execute(
+        "DELETE FROM breakout_console_sessions WHERE created_ts < ?", (sessions_before,)
+    )
+    return operations, verdicts
 
 
 class Retention:
@@ -49,9 +57,9 @@ class Retention:
 
     async def prune(self) -> tuple[int, int]:
         """Delete what is older than ``retention_days``; (operations, verdicts)."""
-        before = self._api.get_current_time_msec() - self._retention_ms
+        now = self._api.get_current_time_msec()
         operations, verdicts = await self._api.run_db_interaction(
-            "breakout_prune", _prune_txn, before
+            "breakout_prune", _prune_txn, now - self._retention_ms, now - DAY_MS
         )
         if operations or verdicts:
             logger.info(

@@ -86,3 +86,19 @@ class RunningBreakout:
             self.started_ts,
             self.ends_at,
         )
+
+
+@attrs.frozen
+class StartQuota:
+    """How many starts a requester may journal in a sliding window."""
+
+    allowed: int
+    window_ms: int
+
+
+@attrs.frozen
+class OverQuota:
+    """A start refused: its requester used up their :class:`StartQuota`."""
+
+    #: When the oldest start in the window was made: the quota grows then.
+    oldest_ts: int

@@ -178,6 +178,68 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
             ON breakout_operations (parent_room_id, created_ts)
         """,
     ),
+    (
+        # Console sessions made from a widget's OpenID token, stored so that
+        # every worker sees the same and they can be revoked: the sha256 of
+        # the session token and of the OpenID token it was made from (one
+        # session per OpenID token), the room it is bound to, and a mark of
+        # the user's password hash when it was made (a change ends it).
+        """
+        CREATE TABLE IF NOT EXISTS breakout_console_sessions (
+            session_hash TEXT NOT NULL PRIMARY KEY,
+            openid_hash TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            password_mark TEXT NOT NULL,
+            created_ts BIGINT NOT NULL,
+            expires_ts BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE UNIQUE INDEX IF NOT EXISTS breakout_console_sessions_openid
+            ON breakout_console_sessions (openid_hash)
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS breakout_console_sessions_created
+            ON breakout_console_sessions (created_ts)
+        """,
+        # When a user last logged out anywhere (or was deactivated): their
+        # sessions made before, and OpenID tokens issued before, are void.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_console_revocations (
+            user_id TEXT NOT NULL PRIMARY KEY,
+            revoked_ts BIGINT NOT NULL
+        )
+        """,
+        # Help requests: the last one of each user from each child room (the
+        # limit, and what the host's console lists, with who asked).
+        "DROP TABLE IF EXISTS breakout_help_requests",
+        """
+        CREATE TABLE IF NOT EXISTS breakout_help_requests (
+            room_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            parent_room_id TEXT NOT NULL,
+            asked_ts BIGINT NOT NULL,
+            event_id TEXT,
+            muted SMALLINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (room_id, user_id)
+        )
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS breakout_help_requests_parent
+            ON breakout_help_requests (parent_room_id, asked_ts)
+        """,
+        # One row per delegated moderator, updated by every start they make:
+        # concurrent starts of one moderator (on any worker) wait for each
+        # other there, so moderator_starts_per_hour is counted and recorded
+        # in one transaction.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_start_gates (
+            requester TEXT NOT NULL PRIMARY KEY,
+            touched_ts BIGINT NOT NULL
+        )
+        """,
+    ),
 )
 
 #: The version the code expects. Append to ``_MIGRATIONS`` to migrate.

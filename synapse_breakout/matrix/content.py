@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 import attrs
 from canonicaljson import encode_canonical_json
@@ -141,17 +141,41 @@ class CurrentBreakout:
         return self.content is not None and not self.content.ended
 
 
-def current_breakout(state: StateMap[EventBase]) -> CurrentBreakout:
-    """The newest break-out event of either type in ``state``."""
+class BreakoutEvent(Protocol):
+    """What :func:`newest_breakout` reads of an event (Synapse's, or one read
+    from its tables)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def content(self) -> Mapping[str, Any]: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def origin_server_ts(self) -> int: ...
+
+
+_E = TypeVar("_E", bound=BreakoutEvent)
+
+
+def newest_breakout(
+    state: Mapping[tuple[str, str], _E],
+) -> tuple[_E | None, BreakoutContent | None]:
+    """The newest break-out event of either type in ``state``, and its content
+    (None when it does not parse)."""
     events = [e for key in BREAKOUT_STATE if (e := state.get(key)) is not None]
     if not events:
-        return CurrentBreakout(None, None)
-    event: EventBase = max(events, key=lambda e: (e.depth, e.origin_server_ts))
+        return None, None
+    event = max(events, key=lambda e: (e.depth, e.origin_server_ts))
     try:
-        content = parse_breakout_content(event.type, event.content)
+        return event, parse_breakout_content(event.type, event.content)
     except BreakoutContentError:
-        content = None
-    return CurrentBreakout(event, content)
+        return event, None
+
+
+def current_breakout(state: StateMap[EventBase]) -> CurrentBreakout:
+    """The newest break-out event of either type in ``state``."""
+    return CurrentBreakout(*newest_breakout(state))
 
 
 def is_valid_server_name(value: Any) -> bool:

@@ -105,12 +105,14 @@ class _Message:
         )
         return self
 
-    def user(self, user_id: str) -> _Message:
+    def user(self, user_id: str, mention: bool = True) -> _Message:
+        """A pill for ``user_id``; ``mention``: also in ``m.mentions`` (which
+        alerts them, where the message may alert at all)."""
         self._plain.append(user_id)
         self._html.append(
             f'<a href="{html.escape(user_url(user_id))}">{html.escape(user_id)}</a>'
         )
-        if user_id not in self._mentions:
+        if mention and user_id not in self._mentions:
             self._mentions.append(user_id)
         return self
 
@@ -122,10 +124,14 @@ class _Message:
         return self
 
     def content(
-        self, kind: NoticeKind, event_id: str, formatted: bool = True
+        self,
+        kind: NoticeKind,
+        event_id: str,
+        formatted: bool = True,
+        msgtype: str = "m.notice",
     ) -> dict[str, Any]:
         content: dict[str, Any] = {
-            "msgtype": "m.notice",
+            "msgtype": msgtype,
             "body": "".join(self._plain),
             NOTICE_KEY: kind.value,
             EVENT_ID_KEY: event_id,
@@ -214,11 +220,26 @@ def ended_in_parent(event_id: str) -> dict[str, Any]:
 
 
 def help_request(
-    event_id: str, host: str, asking: str, room: RoomLink, message: str | None
+    event_id: str,
+    hosts: Sequence[str],
+    asking: str,
+    room: RoomLink,
+    message: str | None,
+    muted: bool = False,
 ) -> dict[str, Any]:
-    """In the parent: who asks for help, from which room, for the host."""
-    notice = _Message().user(host).text(": ").user(asking)
+    """In the parent: who asks for help, from which room, mentioning the
+    ``hosts`` so that it alerts them.
+
+    An ``m.text``, not an ``m.notice``: Matrix's default push rule
+    ``.m.rule.suppress_notices`` silences every notice before a mention is
+    looked at. ``muted``: the asker may not post in the parent, so the acting
+    user sends it, and it carries a fixed text, never the asker's words
+    (``message`` is left out).
+    """
+    notice = _Message().users(hosts).text(": ").user(asking, mention=False)
     notice.text(" asks for help in ").room(room).text(".")
-    if message:
+    if muted:
+        notice.text(" (They may not post in this room: sent for them.)")
+    elif message:
         notice.line().text(message)
-    return notice.content(NoticeKind.HELP, event_id)
+    return notice.content(NoticeKind.HELP, event_id, msgtype="m.text")

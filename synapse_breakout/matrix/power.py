@@ -101,6 +101,19 @@ def required_level_to_send(event_type: str, state: StateMap) -> int:
     return as_int(power_levels.content.get("state_default"), 50)
 
 
+def may_post(user_id: str, state: StateMap) -> bool:
+    """Whether ``user_id``'s power level lets them send ``m.room.message``
+    (a muted member's does not)."""
+    power_levels = state.get(("m.room.power_levels", ""))
+    if power_levels is None:
+        return True
+    events = power_levels.content.get("events")
+    needed = as_int(power_levels.content.get("events_default"), 0)
+    if isinstance(events, Mapping) and "m.room.message" in events:
+        needed = as_int(events["m.room.message"], 0)
+    return user_power_level(user_id, state) >= needed
+
+
 def join_rule(state: StateMap) -> str | None:
     """The join rule the room's join-rules event names; None without one."""
     event = state.get(("m.room.join_rules", ""))

@@ -12,6 +12,7 @@ from synapse.module_api.errors import SynapseError
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.journal.rows import RunningBreakout
+from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.matrix.content import BREAKOUT_STATE, current_breakout
 from synapse_breakout.matrix.power import IN_ROOM, membership
 from synapse_breakout.rooms.members import member_events
@@ -24,8 +25,15 @@ logger = logging.getLogger(__name__)
 class Ejector:
     """Removes parent leavers from the children."""
 
-    def __init__(self, api: ModuleApi, parents: ParentRooms, memberships: Memberships):
+    def __init__(
+        self,
+        api: ModuleApi,
+        tables: SynapseTables,
+        parents: ParentRooms,
+        memberships: Memberships,
+    ):
         self._api = api
+        self._tables = tables
         self._parents = parents
         self._memberships = memberships
 
@@ -38,13 +46,13 @@ class Ejector:
         )
         if not current.in_force or current.content is None:
             return 0
-        here = await synapse_adapter.rooms_with_create_event(
-            self._api, await self._parents.own_rooms(parent, current.content)
+        here = await self._tables.rooms_with_create_event(
+            await self._parents.own_rooms(parent, current.content)
         )
         # The children's members, then only their memberships in the parent:
         # never the whole membership of a large parent.
         in_children: dict[str, list[str]] = {}
-        members = await synapse_adapter.members_of_rooms(self._api, here, IN_ROOM)
+        members = await self._tables.members_of_rooms(here, IN_ROOM)
         for room_id in sorted(members):
             for user in members[room_id]:
                 in_children.setdefault(user, []).append(room_id)

@@ -83,14 +83,19 @@ class OperationView:
         self._assignment = assignment
 
     async def operation(
-        self, op_id: str, caller: str, is_admin: bool
+        self, op_id: str, caller: str, is_admin: bool, room: str | None = None
     ) -> OperationAnswer:
-        """``GET /operations/{operationId}``: for its caller and server admins."""
+        """``GET /operations/{operationId}``: for its caller and server admins.
+
+        Args:
+            room: a console session's room: only operations on it are found.
+        """
         op = await self._store.get(op_id)
         if (
             op is None
             or op.kind != "start"
             or (op.requester != caller and not is_admin)
+            or (room is not None and op.parent_room_id != room)
         ):
             raise _not_found(op_id)
         return await self.describe(op)

@@ -17,6 +17,7 @@ from synapse.module_api.errors import SynapseError
 from synapse_breakout import synapse_adapter
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.rows import Operation, OperationState
+from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.matrix.child_room import creation_marker
 
 logger = logging.getLogger(__name__)
@@ -25,17 +26,18 @@ logger = logging.getLogger(__name__)
 class RollBack:
     """Finds an operation's rooms and deletes them."""
 
-    def __init__(self, api: ModuleApi, store: OperationStore):
+    def __init__(self, api: ModuleApi, store: OperationStore, tables: SynapseTables):
         self._api = api
         self._store = store
+        self._tables = tables
 
     async def operation_rooms(self, op: Operation) -> set[str]:
         """Every room ``op`` can prove it created: journalled, or marked with
         its ID in its create event. Nothing else is ever deleted."""
         rooms = set(await self._store.rooms_of(op.op_id))
         if op.acting_user:
-            for room_id in await synapse_adapter.rooms_created_by(
-                self._api, op.acting_user, op.created_ts
+            for room_id in await self._tables.rooms_created_by(
+                op.acting_user, op.created_ts
             ):
                 if room_id in rooms:
                     continue
@@ -58,11 +60,11 @@ class RollBack:
             How many of its rooms were still here: 0 when none is left.
         """
         rooms = await self.operation_rooms(op)
-        remaining = await synapse_adapter.existing_rooms(self._api, rooms)
+        remaining = await self._tables.existing_rooms(rooms)
         if crashed:
             # Only a dead process's locks: a live worker's are left alone.
-            dropped = await synapse_adapter.release_other_processes_room_locks(
-                self._api, remaining
+            dropped = await self._tables.release_room_locks(
+                remaining, synapse_adapter.instance_id(self._api)
             )
             if dropped:
                 logger.info("Dropped %d locks a dead process held on them", dropped)

@@ -30,7 +30,12 @@ from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.assignment import UserState
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
-from synapse_breakout.journal.rows import Operation, OperationState
+from synapse_breakout.journal.rows import (
+    Operation,
+    OperationState,
+    OverQuota,
+    StartQuota,
+)
 from synapse_breakout.matrix.child_room import ChildRoomTemplate
 from synapse_breakout.matrix.content import (
     BreakoutChild,
@@ -144,16 +149,23 @@ class Starter:
                 return Replayed(earlier)
         with self._ownership.hold():
             checked = await self._checks.before_journal(requester, parent, req, limited)
-            journalled = await self._journal(requester, req, checked)
+            journalled = await self._journal(
+                requester, req, checked, self._checks.quota(limited)
+            )
             if isinstance(journalled, Replayed):
                 return journalled  # a concurrent start with this txn_id
             return await self._locked(journalled, req, checked)
 
     async def _journal(
-        self, requester: str, req: StartRequest, checked: CheckedStart
+        self,
+        requester: str,
+        req: StartRequest,
+        checked: CheckedStart,
+        quota: StartQuota | None,
     ) -> Operation | Replayed:
-        """The operation, its plan and its parent's lock, journalled together;
-        an earlier operation with the same ``txn_id`` if there is one."""
+        """The operation, its plan and its parent's lock, journalled together
+        (and counted against ``quota``); an earlier operation with the same
+        ``txn_id`` if there is one."""
         now = self._api.get_current_time_msec()
         op = Operation(
             op_id=f"{now}-{secrets.token_hex(6)}",
@@ -180,9 +192,12 @@ class Starter:
             op,
             [spec.users for spec in checked.plan],
             UserState.LISTED if suggest else UserState.PLANNED,
+            quota,
         )
         if got is None:
             raise under_way(checked.parent)
+        if isinstance(got, OverQuota):
+            raise self._checks.over_quota(got.oldest_ts)
         return op if got.op_id == op.op_id else Replayed(got)
 
     async def _locked(

@@ -30,6 +30,7 @@ from synapse.module_api.errors import Codes, SynapseError
 from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.operations import OperationStore
+from synapse_breakout.journal.rows import StartQuota
 from synapse_breakout.matrix.auto_assign import auto_rooms
 from synapse_breakout.matrix.content import (
     BREAKOUT_STATE,
@@ -173,21 +174,33 @@ class StartChecks:
                 Codes.FORBIDDEN,
             )
 
-    async def check_rate(self, requester: str) -> None:
-        """429 ``M_LIMIT_EXCEEDED`` once ``requester`` made
-        ``moderator_starts_per_hour`` starts in the last hour (``replace`` too)."""
+    def quota(self, limited: bool) -> StartQuota | None:
+        """A delegated moderator's ``moderator_starts_per_hour``, which the
+        journal counts and records in one transaction (so it holds for starts
+        at the same moment, on any worker); None for a server admin."""
+        if not limited:
+            return None
+        return StartQuota(self._config.moderator_starts_per_hour, HOUR_MS)
+
+    def over_quota(self, oldest: int | None) -> SynapseError:
+        """The 429 ``M_LIMIT_EXCEEDED`` of a requester whose hour's starts are
+        used up, the oldest made at ``oldest``; ``replace`` counts too."""
         now = self._api.get_current_time_msec()
-        count, oldest = await self._store.starts_since(requester, now - HOUR_MS)
         allowed = self._config.moderator_starts_per_hour
-        if count < allowed:
-            return
         retry_after = max(1, (oldest or now) + HOUR_MS - now) if allowed else HOUR_MS
-        raise SynapseError(
+        return SynapseError(
             HTTPStatus.TOO_MANY_REQUESTS,
             f"at most {allowed} break-outs an hour may be started by a room moderator",
             Codes.LIMIT_EXCEEDED,
             additional_fields={"retry_after_ms": retry_after},
         )
+
+    async def check_rate(self, requester: str) -> None:
+        """The quota, looked at before any work (the journal enforces it)."""
+        now = self._api.get_current_time_msec()
+        count, oldest = await self._store.starts_since(requester, now - HOUR_MS)
+        if count >= self._config.moderator_starts_per_hour:
+            raise self.over_quota(oldest)
 
     async def before_journal(
         self, requester: str, parent: str, req: StartRequest, limited: bool

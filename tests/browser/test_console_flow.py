@@ -230,8 +230,11 @@ def test_08_participant_asks_for_help(flow: Flow) -> None:
     ]
     assert len(notices) == 1 and flow.participant in json.dumps(notices[0]["content"])
     assert "We are stuck" in json.dumps(notices[0]["content"])
-    body = notices[0]["content"]["body"]
-    flow.host_page.locator("#help").get_by_text(body, exact=False).wait_for()
+    assert notices[0]["content"]["msgtype"] == "m.text"
+    # The host's list: from the module's record, with who asked, from where.
+    listed = flow.host_page.locator("#help")
+    listed.get_by_text(flow.participant).wait_for()
+    expect(listed).to_contain_text(f"asks for help in {mine['name']}")
 
 
 def test_09_host_broadcasts(flow: Flow) -> None:

@@ -68,12 +68,15 @@ def open_widget(
     token: str,
     room: str,
     forge: bool = False,
+    hold: bool = False,
 ) -> tuple[Any, Any]:
     """The client page and the console's frame in it."""
     page = new_page(browser)
     query = {"hs": server.url, "user": user, "token": token, "room": room}
     if forge:
         query["forge"] = "1"
+    if hold:
+        query["hold"] = "1"
     page.goto(f"{origin}/index.html?{urllib.parse.urlencode(query)}")
     return page, page.frame_locator("#widget")
 
@@ -149,4 +152,31 @@ def test_forged_openid_token_gets_no_session(
     assert console.get_by_text("Signed in as").count() == 0
     assert console.get_by_role("button", name="Start break-out").count() == 0
     assert server.breakout(room.parent, room.host_token)["active"] is False
+    page.context.close()
+
+
+def test_a_sibling_frame_cannot_answer_for_the_client(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    """Only the embedding client speaks for the console: a forged OpenID
+    answer from another frame of the page is dropped, and the client's own
+    answer signs the console in."""
+    room = Room(server, "sibling")
+    page, console = open_widget(
+        browser,
+        client_origin,
+        server,
+        room.host,
+        room.host_token,
+        room.parent,
+        hold=True,
+    )
+    page.wait_for_function("window.openidRequestId !== undefined")
+    page.evaluate("window.forgeFromSibling()")
+    page.wait_for_function("window.siblingPosted === true")
+    page.wait_for_timeout(500)  # time for the console to act on it, if it would
+    assert console.get_by_text("unknown or has expired").count() == 0
+    page.evaluate("window.releaseOpenID()")
+    console.get_by_text(f"Signed in as {room.host}").wait_for()
+    assert console.get_by_text("unknown or has expired").count() == 0
     page.context.close()

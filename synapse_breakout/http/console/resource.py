@@ -20,6 +20,7 @@ from synapse.module_api import DirectServeJsonResource, ModuleApi, SynapseReques
 from synapse.module_api.errors import Codes, SynapseError
 from twisted.web.resource import IResource, Resource
 
+from synapse_breakout.http.access import Caller, authenticate
 from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
 from synapse_breakout.http.decoding import path_segments, read_json_body
@@ -112,17 +113,14 @@ class ConsoleApiResource(DirectServeJsonResource):
         self._sessions = sessions
         self._view = view
 
-    async def _user(self, request: SynapseRequest) -> str:
-        """The signed-in user: a console session, or an access token."""
-        user_id = await self._sessions.user_from_request(request)
-        if user_id is not None:
-            return user_id
-        requester = await self._api.get_user_by_req(request, allow_guest=True)
-        if requester.is_guest:
+    async def _caller(self, request: SynapseRequest) -> Caller:
+        """The signed-in caller: a console session, or an access token."""
+        caller = await authenticate(self._api, request, self._sessions)
+        if caller.is_guest:
             raise SynapseError(
                 HTTPStatus.FORBIDDEN, "guests may not use the console", Codes.FORBIDDEN
             )
-        return requester.user.to_string()
+        return caller
 
     async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
         if path_segments(request) != ["session"]:
@@ -132,23 +130,25 @@ class ConsoleApiResource(DirectServeJsonResource):
         session = await self._sessions.exchange(read_json_body(request))
         return HTTPStatus.OK, {
             "user_id": session.user_id,
+            "room_id": session.room_id,
             "access_token": session.access_token,
             "expires_at": session.expires_at,
         }
 
     async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
+        # Authentication first: nothing of the request is read before.
+        caller = await self._caller(request)
         segments = path_segments(request)
         if segments == ["rooms"]:
-            return HTTPStatus.OK, await self._view.rooms(await self._user(request))
+            return HTTPStatus.OK, await self._view.rooms(caller)
         if len(segments) == 2 and segments[0] == "rooms":
-            user_id = await self._user(request)
             if not is_valid_room_id(segments[1]):
                 raise SynapseError(
                     HTTPStatus.BAD_REQUEST,
                     f"roomId: {segments[1]!r} is not a valid room ID",
                     Codes.INVALID_PARAM,
                 )
-            return HTTPStatus.OK, await self._view.room(user_id, segments[1])
+            return HTTPStatus.OK, await self._view.room(caller, segments[1])
         raise SynapseError(
             HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
         )

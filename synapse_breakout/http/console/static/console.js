@@ -8,12 +8,13 @@ import { MatrixCapabilities, WidgetApi } from "./widget-api.js";
 
 import { CONSOLE_API, enc, request, state } from "./api.js";
 import { $, h, status } from "./dom.js";
-import { loadHelp, progressText, renderColumns, renderMembers, runningView, startView } from "./host.js";
+import { progressText, renderColumns, renderHelp, renderMembers, runningView, startView } from "./host.js";
 import { participantView, renderAssignment } from "./participant.js";
 
 const LOGIN = "/_matrix/client/v3/login";
 const POLL_MS = 3000;
 const TOKEN_KEY = "breakout-console-token";
+const SSO_STATE_KEY = "breakout-console-sso-state";
 
 const params = new URLSearchParams(location.search);
 const widgetId = params.get("widgetId");
@@ -58,7 +59,11 @@ async function showSignIn(message) {
     const flows = (data.flows || []).map((f) => f.type);
     $("password-form").hidden = !flows.includes("m.login.password");
     if (flows.includes("m.login.sso")) {
-      const back = location.origin + location.pathname;
+      // The way back carries a state only this page knows: a loginToken that
+      // comes back without it was not asked for here (login CSRF).
+      const ssoState = randomState();
+      sessionStorage.setItem(SSO_STATE_KEY, ssoState);
+      const back = `${location.origin}${location.pathname}?sso_state=${ssoState}`;
       $("sso-link").href = `/_matrix/client/v3/login/sso/redirect?redirectUrl=${enc(back)}`;
       $("sso").hidden = false;
     }
@@ -87,9 +92,20 @@ async function signOut(message) {
   showSignIn(message);
 }
 
-// SSO comes back with ?loginToken=...; it is exchanged once, then dropped from the URL.
+function randomState() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// SSO comes back with ?loginToken=...&sso_state=...; the token is exchanged
+// once, only if the state is the one this page sent, then dropped from the URL.
 async function ssoReturn(loginToken) {
   history.replaceState(null, "", location.pathname + location.hash);
+  const expected = sessionStorage.getItem(SSO_STATE_KEY);
+  sessionStorage.removeItem(SSO_STATE_KEY);
+  if (!expected || params.get("sso_state") !== expected) {
+    throw new Error("This sign-in was not started from this page: please sign in again.");
+  }
   const { data } = await request("POST", LOGIN, { type: "m.login.token", token: loginToken });
   sessionStorage.setItem(TOKEN_KEY, JSON.stringify([data.access_token, data.user_id]));
   signedIn(data.access_token, data.user_id);
@@ -97,11 +113,31 @@ async function ssoReturn(loginToken) {
 
 // --- as a widget ----------------------------------------------------------------
 
+// A console session is bound to the widget's room (the URL's room=$matrix_room_id).
 async function widgetSession() {
+  const roomId = params.get("room");
+  if (!roomId) {
+    throw new Error("This widget's address lacks room=$matrix_room_id: add it again as docs/console.md shows.");
+  }
   const credentials = await state.widget.requestOpenIDConnectToken();
   state.token = null;
-  const { data } = await request("POST", `${CONSOLE_API}/session`, credentials, false);
+  const { data } = await request("POST", `${CONSOLE_API}/session`, { ...credentials, room_id: roomId }, false);
   signedIn(data.access_token, data.user_id);
+}
+
+// Only the client that embeds the console speaks for it: a message from any
+// other window (a sibling frame racing a forged reply) or origin is dropped
+// before the widget library sees it.
+function acceptOnlyFromParent(origin) {
+  window.addEventListener(
+    "message",
+    (event) => {
+      if (event.source !== window.parent || (origin && event.origin !== origin)) {
+        event.stopImmediatePropagation();
+      }
+    },
+    { capture: true },
+  );
 }
 
 async function startWidget() {
@@ -111,7 +147,8 @@ async function startWidget() {
   } catch {
     origin = null;
   }
-  const api = new WidgetApi(widgetId, origin);
+  acceptOnlyFromParent(origin);
+  const api = new WidgetApi(widgetId, origin); // replies go to that origin only
   api.requestCapability(MatrixCapabilities.MSC2931Navigate);
   const ready = new Promise((resolve) => api.once("ready", resolve));
   api.start();
@@ -205,12 +242,14 @@ async function refresh() {
     state.shown = shown;
     updateView(mode, data);
   }
-  if (mode === "running") await loadHelp(data);
 }
 
 function updateView(mode, data) {
   if (mode === "idle") renderMembers(data.members);
-  if (mode === "running") renderColumns(data);
+  if (mode === "running") {
+    renderColumns(data);
+    renderHelp(data);
+  }
   if (mode === "participant") renderAssignment(data);
   const operation = data.breakout && data.breakout.operation;
   const progress = $("progress");

@@ -254,29 +254,24 @@ function move(user, to) {
   return request("POST", roomPath(state.roomId, "move"), { user_id: user, to });
 }
 
-// Help requests are the module's `help` notices in the parent.
-export async function loadHelp(view) {
+// Help requests come from the module's own record, with who asked (never a
+// message that only looks like one).
+export function renderHelp(view) {
   const list = $("help");
   if (!list) return;
-  if (state.widget) {
-    // A console session cannot read the timeline; the client beside it shows it.
-    list.replaceChildren(h("li", { text: "Help requests appear in this room's timeline." }));
-    return;
-  }
-  const filter = enc(JSON.stringify({ types: ["m.room.message"], limit: 50 }));
-  let events;
-  try {
-    ({ data: { chunk: events } } = await request("GET", `/_matrix/client/v3/rooms/${enc(view.room_id)}/messages?dir=b&limit=50&filter=${filter}`));
-  } catch {
-    return;
-  }
-  // This break-out's: sent since it started (its event ID changes with each move).
-  const asks = events.filter(
-    (e) => e.content["org.matrix.msc3985.notice"] === "help" && e.origin_server_ts >= view.breakout.started_at,
-  );
+  const asks = view.help_requests || [];
   list.replaceChildren(
     ...(asks.length
-      ? asks.map((e) => h("li", {}, h("time", { text: new Date(e.origin_server_ts).toLocaleTimeString() }), " ", e.content.body))
+      ? asks.map((a) =>
+          h(
+            "li",
+            {},
+            h("time", { text: new Date(a.asked_at).toLocaleTimeString() }),
+            " ",
+            h("strong", { text: a.user_id }),
+            ` asks for help in ${a.room_name || a.room_id}`,
+          ),
+        )
       : [h("li", { text: "None yet." })]),
   );
 }
