@@ -53,6 +53,8 @@ class ConsoleConfig:
     """The ``console`` section: the host console web page (docs/console.md)."""
 
     enabled: bool = True
+    #: A start adds the console to the parent as a room widget; the end removes it.
+    widget: bool = True
 
 
 @attrs.frozen
@@ -77,6 +79,8 @@ class BreakoutConfig:
     retention_days: int = 90
     moderator_starts_per_hour: int = 10
     console: ConsoleConfig = ConsoleConfig()
+    #: Plans a parent room may have (docs/admin_api.md, "Plans").
+    max_plans_per_room: int = 20
 
 
 # Inclusive ranges of the integer options.
@@ -87,6 +91,7 @@ INT_RANGES: Mapping[str, tuple[int, int]] = {
     "recovery_interval_seconds": (1, 86_400),
     "retention_days": (1, 36_500),
     "moderator_starts_per_hour": (0, 1_000_000),
+    "max_plans_per_room": (0, 1000),
 }
 _BOOLS = (
     "users_must_be_members",

@@ -41,6 +41,7 @@ from synapse_breakout.journal.help import HelpStore
 from synapse_breakout.journal.locks import ParentLocks
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
+from synapse_breakout.journal.plans import PlanStore
 from synapse_breakout.journal.retention import Retention
 from synapse_breakout.journal.rows import UNFINISHED
 from synapse_breakout.journal.schema import Schema, SchemaTooNewError
@@ -55,6 +56,7 @@ from synapse_breakout.operations.end import Ender
 from synapse_breakout.operations.help import HelpDesk
 from synapse_breakout.operations.move import Mover
 from synapse_breakout.operations.place_users import Placer
+from synapse_breakout.operations.plans import Plans
 from synapse_breakout.operations.progress import BackgroundStarts, OperationView
 from synapse_breakout.operations.recovery import Recovery
 from synapse_breakout.operations.rollback import RollBack
@@ -111,7 +113,10 @@ class BreakoutModule:
         self.verdicts = VerdictStore(api)
         self.tables = SynapseTables(api)
         self.help_requests = HelpStore(api)
-        self.retention = Retention(api, self._config.retention_days)
+        self.plan_store = PlanStore(api)
+        self.retention = Retention(
+            api, self._config.retention_days, self.plan_store, self.tables
+        )
 
     def _build_rooms(self) -> None:
         config, api, store = self._config, self._api, self.operation_store
@@ -209,6 +214,7 @@ class BreakoutModule:
                 self.announcer,
             ),
             help=HelpDesk(api, store, self.help_requests, parents, self.announcer),
+            plans=Plans(config, api, self.plan_store, checks),
         )
 
     def _register_hooks(self) -> None:

@@ -41,7 +41,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "warn_before_end_seconds": (300, 60),
     "retention_days": 90,
     "moderator_starts_per_hour": 10,
-    "console": ConsoleConfig(enabled=True),
+    "console": ConsoleConfig(enabled=True, widget=True),
+    "max_plans_per_room": 20,
 }
 
 
@@ -224,7 +225,7 @@ def test_every_option_has_its_own_section_with_type_and_default() -> None:
     sections = ("admin_api", "console")
     names = [f.name for f in attrs.fields(BreakoutConfig) if f.name not in sections]
     names += ["admin_api.enabled", "admin_api.allow_room_moderators"]
-    names += ["console.enabled"]
+    names += ["console.enabled", "console.widget"]
     for name in names:
         section = re.search(rf"### `{re.escape(name)}`\n(.*?)(?=\n### |\Z)", text, re.S)
         assert section, f"docs/configuration.md has no section for {name}"

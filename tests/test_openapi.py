@@ -178,6 +178,10 @@ DEADLINE = "/rooms/{parentRoomId}/deadline"
 HELP = "/rooms/{parentRoomId}/help"
 FLAGS = "/flags"
 OPERATION = "/operations/{operationId}"
+PLANS = "/rooms/{parentRoomId}/plans"
+PLAN = "/rooms/{parentRoomId}/plans/{planId}"
+#: A plan's body, as a start's.
+PLAN_BODY = {"name": "Week 1", "rooms": [{"name": "A"}]}
 #: A body each operation accepts, for the requests refused before it is read.
 GOOD_BODY: dict[tuple[str, str], Any] = {
     ("GET", ROOM): None,
@@ -189,6 +193,10 @@ GOOD_BODY: dict[tuple[str, str], Any] = {
     ("POST", HELP): {"room_id": "!t1:test"},
     ("GET", FLAGS): None,
     ("GET", OPERATION): None,
+    ("GET", PLANS): None,
+    ("GET", PLAN): None,
+    ("PUT", PLAN): PLAN_BODY,
+    ("DELETE", PLAN): None,
 }
 
 
@@ -543,6 +551,97 @@ def help_again(t: OpenApiTestCase) -> FakeChannel:
 # GET /flags
 
 
+# Plans
+
+
+@recipe("GET", PLANS, 200)
+def plans_ok(t: OpenApiTestCase) -> FakeChannel:
+    t.request("PUT", t.fill(PLAN), PLAN_BODY)
+    return t.request("GET", t.fill(PLANS))
+
+
+@recipe("GET", PLANS, 400, "M_INVALID_PARAM")
+def plans_bad_room(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("GET", t.fill(PLANS, "lobby"))
+
+
+@recipe("GET", PLAN, 200)
+def plan_ok(t: OpenApiTestCase) -> FakeChannel:
+    t.request("PUT", t.fill(PLAN), PLAN_BODY)
+    return t.request("GET", t.fill(PLAN))
+
+
+@recipe("GET", PLAN, 400, "M_INVALID_PARAM")
+def plan_bad_id(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("GET", t.fill(PLANS) + "/a%2Fb")
+
+
+@recipe("GET", PLAN, 404, "M_NOT_FOUND")
+def plan_none(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("GET", t.fill(PLANS) + "/never-stored")
+
+
+@recipe("PUT", PLAN, 200)
+def put_plan_ok(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("PUT", t.fill(PLAN), PLAN_BODY)
+
+
+@recipe("PUT", PLAN, 400, "M_NOT_JSON")
+def put_plan_not_json(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("PUT", t.fill(PLAN), b"[")
+
+
+@recipe("PUT", PLAN, 400, "M_BAD_JSON")
+def put_plan_bad_unicode(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("PUT", t.fill(PLAN), b'{"name": ' + LONE + b"}")
+
+
+@recipe("PUT", PLAN, 400, "M_MISSING_PARAM")
+def put_plan_missing(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("PUT", t.fill(PLAN), {"rooms": [{"name": "A"}]})
+
+
+@recipe("PUT", PLAN, 400, "M_INVALID_PARAM")
+def put_plan_invalid(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("PUT", t.fill(PLAN), {**PLAN_BODY, "move": "teleport"})
+
+
+@recipe("PUT", PLAN, 400, "M_TOO_LARGE")
+def put_plan_too_large(t: OpenApiTestCase) -> FakeChannel:
+    many = [f"@{'x' * 200}{i:03d}:test" for i in range(300)]
+    body = {"name": "Big", "move": "suggest", "rooms": [{"name": "A", "users": many}]}
+    return t.request("PUT", t.fill(PLAN), body)
+
+
+@recipe("PUT", PLAN, 400, "M_LIMIT_EXCEEDED")
+def put_plan_over_the_limit(t: OpenApiTestCase) -> FakeChannel:
+    parent = t.make_parent()
+    for i in range(20):
+        t.request("PUT", t.fill(PLANS, parent) + f"/p{i + 2}", PLAN_BODY)
+    return t.request("PUT", t.fill(PLAN, parent), PLAN_BODY)
+
+
+@recipe("PUT", PLAN, 404, "M_NOT_FOUND")
+def put_plan_unknown_parent(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("PUT", t.fill(PLAN, "!nosuch:test"), PLAN_BODY)
+
+
+@recipe("DELETE", PLAN, 200)
+def delete_plan_ok(t: OpenApiTestCase) -> FakeChannel:
+    t.request("PUT", t.fill(PLAN), PLAN_BODY)
+    return t.request("DELETE", t.fill(PLAN))
+
+
+@recipe("DELETE", PLAN, 400, "M_INVALID_PARAM")
+def delete_last(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("DELETE", t.fill(PLANS) + "/last")
+
+
+@recipe("DELETE", PLAN, 404, "M_NOT_FOUND")
+def delete_plan_none(t: OpenApiTestCase) -> FakeChannel:
+    return t.request("DELETE", t.fill(PLANS) + "/never-stored")
+
+
 # A lone surrogate, as JSON spells it: every body's strings must be valid Unicode.
 LONE = rb'"\ud800"'
 
@@ -611,9 +710,13 @@ class OpenApiTestCase(ParentRoomTestCase):
     # --- helpers for the recipes ---
 
     def fill(self, template: str, parent: str | None = None) -> str:
-        return template.replace(
-            "{parentRoomId}", urllib.parse.quote(parent or self.parent, safe="")
-        ).replace("{operationId}", "no-such-operation")
+        return (
+            template.replace(
+                "{parentRoomId}", urllib.parse.quote(parent or self.parent, safe="")
+            )
+            .replace("{operationId}", "no-such-operation")
+            .replace("{planId}", "p1")
+        )
 
     def request(
         self, method: str, path: str, body: Any = None, tok: str | None = ""
@@ -783,6 +886,8 @@ class OpenApiTestCase(ParentRoomTestCase):
         for n in (1, 2, 3):
             paths += ["/" + "/".join(p) for p in itertools.product(words, repeat=n)]
         paths += ["/", "/flags/", f"/rooms/{parent}/", f"/rooms/{parent}/move/"]
+        paths += [f"/rooms/{parent}/plans", f"/rooms/{parent}/plans/p1", "/plans"]
+        paths += [f"/rooms/{parent}/plans/p1/other", f"/rooms/{parent}/help/p1"]
         served: set[tuple[str, str]] = set()
         problems = []
         for path, method in itertools.product(paths, METHODS):

@@ -35,7 +35,11 @@ from synapse_breakout.http.decoding import (
     require_str,
 )
 from synapse_breakout.http.flags import Flags
-from synapse_breakout.http.start_request import parse_start_request
+from synapse_breakout.http.start_request import (
+    parse_plan_body,
+    parse_plan_id,
+    parse_start_request,
+)
 from synapse_breakout.matrix.content import is_valid_room_id, is_valid_user_id
 from synapse_breakout.matrix.model import DeadlineChange
 from synapse_breakout.operations.broadcast import Broadcaster
@@ -44,6 +48,7 @@ from synapse_breakout.operations.describe import Describer
 from synapse_breakout.operations.end import Ender
 from synapse_breakout.operations.help import HelpDesk
 from synapse_breakout.operations.move import Mover
+from synapse_breakout.operations.plans import Plans
 from synapse_breakout.operations.progress import BackgroundStarts, OperationView
 from synapse_breakout.operations.start import Starter
 from synapse_breakout.operations.start_checks import StartChecks
@@ -75,6 +80,7 @@ class Operations:
     mover: Mover
     deadlines: DeadlineKeeper
     help: HelpDesk
+    plans: Plans
 
 
 class BreakoutAdminResource(DirectServeJsonResource):
@@ -110,6 +116,9 @@ class BreakoutAdminResource(DirectServeJsonResource):
     async def _async_render_DELETE(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
         return await self._route(request)
 
+    async def _async_render_PUT(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
+        return await self._route(request)
+
     async def _route(self, request: SynapseRequest) -> tuple[int, Any]:
         # Authentication comes first: nothing of the request is read before.
         caller = await authenticate(self._api, request, self._sessions)
@@ -123,6 +132,10 @@ class BreakoutAdminResource(DirectServeJsonResource):
             ("POST", "move"): self._move,
             ("POST", "deadline"): self._deadline,
             ("POST", "help"): self._help,
+            ("GET", "plans"): self._plans,
+            ("GET", "plans/{planId}"): self._plan,
+            ("PUT", "plans/{planId}"): self._put_plan,
+            ("DELETE", "plans/{planId}"): self._delete_plan,
         }
         if segments == ["flags"]:
             if method != "GET":
@@ -140,8 +153,8 @@ class BreakoutAdminResource(DirectServeJsonResource):
             return HTTPStatus.OK, await self._ops.view.operation(
                 segments[1], caller.user_id, caller.is_admin, caller.session_room
             )
-        if len(segments) in (2, 3) and segments[0] == "rooms":
-            action = segments[2] if len(segments) == 3 else ""
+        if len(segments) in (2, 3, 4) and segments[0] == "rooms":
+            action = "/".join(segments[2:3] + ["{planId}"] * (len(segments) == 4))
             handler = routes.get((method, action))
             if handler is None:
                 if any(a == action for (_, a) in routes):
@@ -203,7 +216,11 @@ class BreakoutAdminResource(DirectServeJsonResource):
     async def _start(
         self, request: SynapseRequest, caller: Caller, parent: str
     ) -> tuple[int, Any]:
-        req = parse_start_request(read_json_body(request), self._config)
+        body = read_json_body(request)
+        if "plan" in body:
+            plan_id = parse_plan_id(body["plan"], "plan")
+            body = await self._ops.plans.start_body(parent, plan_id, body)
+        req = parse_start_request(body, self._config)
         self._ops.checks.may_name(caller.user_id, caller.is_admin, req)
         acting = req.acting_user or caller.user_id
         if caller.restraint or await restraint(self._api, acting):
@@ -220,6 +237,36 @@ class BreakoutAdminResource(DirectServeJsonResource):
         return HTTPStatus.OK, await self._ops.starter.start(
             caller.user_id, parent, req, limited
         )
+
+    # --- plans ----------------------------------------------------------------------
+
+    async def _plans(
+        self, request: SynapseRequest, caller: Caller, parent: str
+    ) -> tuple[int, Any]:
+        return HTTPStatus.OK, await self._ops.plans.list(parent)
+
+    async def _plan(
+        self, request: SynapseRequest, caller: Caller, parent: str
+    ) -> tuple[int, Any]:
+        plan_id = parse_plan_id(path_segments(request)[3])
+        return HTTPStatus.OK, await self._ops.plans.get(parent, plan_id)
+
+    async def _put_plan(
+        self, request: SynapseRequest, caller: Caller, parent: str
+    ) -> tuple[int, Any]:
+        plan_id = parse_plan_id(path_segments(request)[3])
+        name, req, fields = parse_plan_body(read_json_body(request), self._config)
+        return HTTPStatus.OK, await self._ops.plans.put(
+            parent, plan_id, name, req, fields
+        )
+
+    async def _delete_plan(
+        self, request: SynapseRequest, caller: Caller, parent: str
+    ) -> tuple[int, Any]:
+        plan_id = parse_plan_id(path_segments(request)[3])
+        return HTTPStatus.OK, await self._ops.plans.delete(parent, plan_id)
+
+    # --- the running break-out ----------------------------------------------------
 
     async def _end(
         self, request: SynapseRequest, caller: Caller, parent: str

@@ -5,6 +5,7 @@ the parent is operations/start_checks.py's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,18 +33,19 @@ from synapse_breakout.matrix.model import (
 
 #: The longest ``duration_seconds``: a week.
 MAX_DURATION_SECONDS = 7 * 24 * 3600
+#: The fields a plan fixes (docs/admin_api.md, "Plans"), besides its name.
+PLAN_FIELDS = ("rooms", "auto_assign", "join_rule", "move", "duration_seconds")
 #: The fields of a start request.
 START_FIELDS = (
-    "rooms",
-    "auto_assign",
-    "join_rule",
-    "move",
+    *PLAN_FIELDS,
     "acting_user",
-    "duration_seconds",
     "replace",
     "txn_id",
     "wait",
+    "plan",
 )
+#: A plan's ID: 1 to 64 of these.
+PLAN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def parse_rooms(raw_rooms: Any, limit: int) -> tuple[ChildSpec, ...]:
@@ -99,10 +101,29 @@ def parse_auto_assign(auto: Any, config: BreakoutConfig) -> AutoAssign:
     )
 
 
+def parse_plan_id(value: Any, field: str = "planId") -> str:
+    """A plan's ID: 1 to 64 letters, digits, ``.``, ``_`` or ``-``."""
+    if not isinstance(value, str) or not PLAN_ID.fullmatch(value):
+        raise bad(field, f"{value!r} is not a plan ID (1 to 64 of A-Z a-z 0-9 . _ -)")
+    return value
+
+
+def parse_plan_body(
+    body: Mapping[str, Any], config: BreakoutConfig
+) -> tuple[str, StartRequest, dict[str, Any]]:
+    """Check a ``PUT .../plans/{planId}`` body field by field, as a start's:
+    its name, the request it would start, and the fields to store."""
+    check_keys(body, ("name", *PLAN_FIELDS))
+    name = require_str(body, "name")
+    fields = {key: value for key, value in body.items() if key != "name"}
+    return name, parse_start_request(fields, config), fields
+
+
 def parse_start_request(
     body: Mapping[str, Any], config: BreakoutConfig
 ) -> StartRequest:
-    """Check a ``POST /rooms/{parentRoomId}`` body field by field."""
+    """Check a ``POST /rooms/{parentRoomId}`` body field by field (with
+    ``plan``, the body merged with the plan's fields already)."""
     check_keys(body, START_FIELDS)
     if ("rooms" in body) == ("auto_assign" in body):
         raise bad("rooms", "give either rooms or auto_assign", Codes.MISSING_PARAM)
@@ -127,4 +148,5 @@ def parse_start_request(
         replace=get_bool(body, "replace", False),
         txn_id=get_str(body, "txn_id"),
         wait=get_bool(body, "wait", True),
+        from_plan="plan" in body,
     )

@@ -54,24 +54,49 @@ class Outcome:
     error: ErrorJson | None
 
 
+#: The room index of a planned user who is in no room: left out of a start
+#: from a plan because they left the parent (a ``failed`` row).
+NO_ROOM = -1
+#: Why such a user is in ``failed_users``.
+LEFT_THE_PARENT: ErrorJson = {
+    "errcode": "M_FORBIDDEN",
+    "error": "planned, but no longer joined to or invited into the parent room",
+}
+
+
 def insert_plan_txn(
     txn: LoggingTransaction,
     op_id: str,
     rooms: Sequence[Sequence[str]],
     state: UserState,
+    left_out: Sequence[str] = (),
 ) -> None:
-    """Journal ``rooms`` (the users of each planned room, in order); called
-    in the transaction that journals the operation."""
-    rows = []
+    """Journal ``rooms`` (the users of each planned room, in order), and the
+    planned users ``left_out`` as failed; called in the transaction that
+    journals the operation."""
+    rows: list[tuple[object, ...]] = []
     position = 0
     for index, users in enumerate(rooms):
         for user in users:
-            rows.append((op_id, index, user, position, state.value))
+            rows.append((op_id, index, user, position, state.value, None, None))
             position += 1
+    for user in left_out:
+        rows.append(
+            (
+                op_id,
+                NO_ROOM,
+                user,
+                position,
+                UserState.FAILED.value,
+                LEFT_THE_PARENT["errcode"],
+                LEFT_THE_PARENT["error"],
+            )
+        )
+        position += 1
     if rows:
         txn.execute_batch(
-            "INSERT INTO breakout_op_users"
-            " (op_id, room_index, user_id, position, state) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO breakout_op_users (op_id, room_index, user_id, position,"
+            " state, errcode, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 

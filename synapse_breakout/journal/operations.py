@@ -62,6 +62,7 @@ def _begin_operation_txn(
     plan: Sequence[Sequence[str]] = (),
     plan_state: UserState = UserState.PLANNED,
     quota: StartQuota | None = None,
+    left_out: Sequence[str] = (),
 ) -> Operation | OverQuota | None:
     """Insert ``op`` and its plan, take its parent's lock; None if the lock is
     held. A concurrent start with the same ``txn_id`` gets the earlier
@@ -101,7 +102,7 @@ def _begin_operation_txn(
         assert op.txn_id is not None  # only a txn_id can collide
         release_lock_txn(txn, op.op_id)
         return _find_txn_op_txn(txn, op.requester, op.txn_id)
-    insert_plan_txn(txn, op.op_id, plan, plan_state)
+    insert_plan_txn(txn, op.op_id, plan, plan_state, left_out)
     return op
 
 
@@ -271,12 +272,15 @@ class OperationStore:
         plan: Sequence[Sequence[str]] = (),
         plan_state: UserState = UserState.PLANNED,
         quota: StartQuota | None = None,
+        left_out: Sequence[str] = (),
     ) -> Operation | OverQuota | None:
         """Journal ``op`` with its plan (each room's users); lock its parent.
 
         Args:
             quota: the requester's starts in a window, counted and recorded in
                 this one transaction (``moderator_starts_per_hour``).
+            left_out: planned users no longer in the parent, journalled as
+                failed (a start from a plan).
 
         Returns:
             ``op`` when it may proceed; the earlier operation with the same
@@ -291,6 +295,7 @@ class OperationStore:
             plan,
             plan_state,
             quota,
+            left_out,
             # The quota's count must see a concurrent start it waited for.
             **(synapse_adapter.read_committed(self._api) if quota else {}),
         )

@@ -3,8 +3,8 @@
 Once a day the instance that runs background tasks (background/loops.py)
 deletes finished operations older than ``retention_days`` with their rooms
 lists, assignments, warnings and ``txn_id`` answers, and sender verdicts
-(flags) and help requests as old, and console sessions a day after they were
-made (they last 30 minutes). A running break-out's start operation is kept
+(flags) and help requests as old, console sessions a day after they were
+made (they last 30 minutes), and the plans of parents Synapse purged. A running break-out's start operation is kept
 whatever its age: its rooms are the break-out's own rooms. docs/operations.md
 lists the tables.
 """
@@ -15,7 +15,9 @@ import logging
 
 from synapse.module_api import LoggingTransaction, ModuleApi
 
+from synapse_breakout.journal.plans import PlanStore
 from synapse_breakout.journal.rows import OperationState
+from synapse_breakout.journal.synapse_tables import SynapseTables
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +51,20 @@ def _prune_txn(
 
 
 class Retention:
-    """Deletes what is older than ``retention_days``."""
+    """Deletes what is older than ``retention_days``, and what is left of
+    purged rooms."""
 
-    def __init__(self, api: ModuleApi, retention_days: int):
+    def __init__(
+        self,
+        api: ModuleApi,
+        retention_days: int,
+        plans: PlanStore,
+        tables: SynapseTables,
+    ):
         self._api = api
         self._retention_ms = retention_days * DAY_MS
+        self._plans = plans
+        self._tables = tables
 
     async def prune(self) -> tuple[int, int]:
         """Delete what is older than ``retention_days``; (operations, verdicts)."""
@@ -68,4 +79,14 @@ class Retention:
                 verdicts,
                 self._retention_ms // DAY_MS,
             )
+        await self.forget_purged_plans()
         return operations, verdicts
+
+    async def forget_purged_plans(self) -> int:
+        """Delete the plans of parent rooms Synapse no longer has."""
+        parents = await self._plans.parents()
+        existing = await self._tables.existing_rooms(parents)
+        removed = await self._plans.forget([p for p in parents if p not in existing])
+        if removed:
+            logger.info("Deleted %d plans of rooms that were purged", removed)
+        return removed

@@ -240,6 +240,21 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
         )
         """,
     ),
+    (
+        # Plans: break-outs prepared before a session (docs/admin_api.md).
+        # ``fields`` is the JSON of the start request's fields the plan fixes.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_plans (
+            parent_room_id TEXT NOT NULL,
+            plan_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            created_ts BIGINT NOT NULL,
+            updated_ts BIGINT NOT NULL,
+            PRIMARY KEY (parent_room_id, plan_id)
+        )
+        """,
+    ),
 )
 
 #: The version the code expects. Append to ``_MIGRATIONS`` to migrate.

@@ -67,6 +67,9 @@ class StartRequest:
     txn_id: str | None = None
     #: False: answer 202 with the operation's ID once it is journalled.
     wait: bool = True
+    #: The rooms come from a plan (``plan``): planned users no longer in the
+    #: parent are left out and reported, not a 400.
+    from_plan: bool = False
 
 
 class FailedRoom(ErrorJson):
@@ -185,6 +188,26 @@ ReassignAnswer = TypedDict(
     },
 )
 ReassignAnswer.__doc__ = "``POST /rooms/{parentRoomId}/move``."
+
+
+#: The synthetic plan: the last break-out of a parent, read-only.
+LAST_PLAN = "last"
+
+
+class PlanJson(TypedDict, total=False):
+    """A plan as the API shows it: ``plan_id``, ``name`` and the start
+    request's fields it fixes (``rooms`` or ``auto_assign``, ``join_rule``,
+    ``move``, ``duration_seconds``...), and when it was last stored."""
+
+    plan_id: str
+    name: str
+    updated_at: int
+
+
+class PlansAnswer(TypedDict):
+    """``GET /rooms/{parentRoomId}/plans``: newest first, ``last`` first."""
+
+    plans: list[PlanJson]
 
 
 class DeadlineAnswer(TypedDict):

@@ -193,6 +193,7 @@ class Starter:
             [spec.users for spec in checked.plan],
             UserState.LISTED if suggest else UserState.PLANNED,
             quota,
+            checked.left_out,
         )
         if got is None:
             raise under_way(checked.parent)

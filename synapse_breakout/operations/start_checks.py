@@ -63,6 +63,17 @@ class CheckedStart:
     plan: tuple[ChildSpec, ...]
     #: Whether the break-out event lists the users (the size rule).
     users_in_event: bool
+    #: Users a plan assigned who are no longer in the parent: left out of the
+    #: rooms, reported in ``failed_users``.
+    left_out: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Planned:
+    """A start's rooms with their users, and the planned users left out."""
+
+    rooms: tuple[ChildSpec, ...]
+    left_out: tuple[str, ...] = ()
 
 
 def users_fit(
@@ -106,12 +117,17 @@ def plan_children(
     acting: str,
     config: BreakoutConfig,
     joined: Collection[str] | None = None,
-) -> tuple[ChildSpec, ...]:
+    members_checked: bool = True,
+) -> Planned:
     """The child rooms with their users, checked against the parent.
 
     Args:
         joined: the parent's joined members, for ``auto_assign`` of everyone
             joined (``users: "joined"``).
+        members_checked: with ``users_must_be_members``, a listed user not
+            joined to nor invited into the parent is a 400, or, in a start from
+            a plan, left out; False for a plan being stored (its users need
+            not be members yet).
     """
     if req.rooms is not None:
         plan = req.rooms
@@ -136,16 +152,36 @@ def plan_children(
                 f"{config.max_users_per_room} are allowed",
                 Codes.INVALID_PARAM,
             )
-        if config.users_must_be_members and joined is None:  # else all joined
-            for user in spec.users:
-                if not joined_or_invited(user, state):
-                    raise SynapseError(
-                        HTTPStatus.BAD_REQUEST,
-                        f"{field}: {user} is not joined to or invited into the "
-                        "parent room",
-                        Codes.INVALID_PARAM,
-                    )
-    return plan
+    if not (members_checked and config.users_must_be_members and joined is None):
+        return Planned(plan)  # everyone joined, or membership not asked
+    return _members_only(plan, state, req.from_plan, req.rooms is not None)
+
+
+def _members_only(
+    plan: tuple[ChildSpec, ...],
+    state: StateMap[EventBase],
+    from_plan: bool,
+    listed: bool,
+) -> Planned:
+    """Each listed user joined to or invited into the parent: a 400 naming the
+    first who is not, or, for a plan, the plan without them."""
+    left_out: list[str] = []
+    kept = []
+    for i, spec in enumerate(plan):
+        field = f"rooms[{i}].users" if listed else "auto_assign.users"
+        absent = [user for user in spec.users if not joined_or_invited(user, state)]
+        if absent and not from_plan:
+            raise SynapseError(
+                HTTPStatus.BAD_REQUEST,
+                f"{field}: {absent[0]} is not joined to or invited into the "
+                "parent room",
+                Codes.INVALID_PARAM,
+            )
+        left_out += absent
+        kept.append(
+            attrs.evolve(spec, users=tuple(u for u in spec.users if u not in absent))
+        )
+    return Planned(tuple(kept), tuple(left_out))
 
 
 class StartChecks:
@@ -224,11 +260,25 @@ class StartChecks:
         )
         state = await self._parents.state(parent, [acting, *listed])
         self._acting.check(acting, state, self._config.event_type)
-        plan = plan_children(req, state, acting, self._config, joined)
+        planned = plan_children(req, state, acting, self._config, joined)
         fits = users_fit(
-            plan, req.placement, self._config.event_type, self._api.server_name
+            planned.rooms, req.placement, self._config.event_type, self._api.server_name
         )
-        return CheckedStart(parent, acting, state, plan, fits)
+        return CheckedStart(
+            parent, acting, state, planned.rooms, fits, planned.left_out
+        )
+
+    async def check_plan(self, parent: str, req: StartRequest) -> None:
+        """A plan to store, checked as a start would be (sizes, the event size
+        rule), except that its users need not be members yet; 404 for a parent
+        this server does not know."""
+        state = await self._parents.state(parent, ())
+        planned = plan_children(
+            req, state, "", self._config, frozenset(), members_checked=False
+        )
+        users_fit(
+            planned.rooms, req.placement, self._config.event_type, self._api.server_name
+        )
 
     async def under_lock(self, checked: CheckedStart, replace: bool) -> CurrentBreakout:
         """Check 6, with the parent's lock held: the break-out in force, read
