@@ -66,6 +66,7 @@ from synapse_breakout.rooms.acting import ActingUsers
 from synapse_breakout.rooms.announcer import Announcer
 from synapse_breakout.rooms.breakout_event import BreakoutEvents
 from synapse_breakout.rooms.closing import Closer
+from synapse_breakout.rooms.console_widget import ConsoleWidget
 from synapse_breakout.rooms.memberships import Memberships
 from synapse_breakout.rooms.pacing import Pacer
 from synapse_breakout.rooms.parent import ParentRooms
@@ -127,6 +128,7 @@ class BreakoutModule:
         self.memberships = Memberships(api, self.pacer)
         self.announcer = Announcer(config, api)
         self.closer = Closer(store, self.parents, self.memberships, self.announcer)
+        self.widget = ConsoleWidget(config, api)
 
     def _build_operations(self) -> None:
         config, api, store = self._config, self._api, self.operation_store
@@ -141,6 +143,7 @@ class BreakoutModule:
             self.placer,
             self.announcer,
             self.closer,
+            self.widget,
         )
         checks = StartChecks(config, api, store, self.parents, self.acting)
         starter = Starter(
@@ -188,7 +191,9 @@ class BreakoutModule:
             background=BackgroundStarts(api, starter),
             view=view,
             describer=Describer(api, store, self.assignments, parents, view),
-            ender=Ender(store, self.locks, parents, acting, events, self.closer),
+            ender=Ender(
+                store, self.locks, parents, acting, events, self.closer, self.widget
+            ),
             broadcaster=Broadcaster(
                 store, parents, acting, self.memberships, self.announcer
             ),

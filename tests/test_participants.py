@@ -49,16 +49,21 @@ class NoticesTestCase(ParentRoomTestCase):
             ],
         )
         self.assertEqual(started["m.mentions"]["user_ids"], self.users[:3])
-        # Sent by the acting user, right after the break-out event.
+        # Sent by the acting user, right after the break-out event (and
+        # followed by the console widget, once everyone was told).
         chunk = self.make_request(
             "GET",
             f"/_matrix/client/v3/rooms/{urllib.parse.quote(self.parent)}/messages"
-            "?dir=b&limit=2",
+            "?dir=b&limit=3",
             access_token=self.host_tok,
         ).json_body["chunk"]
         self.assertEqual(
             [(e["type"], e["sender"]) for e in chunk],
-            [("m.room.message", self.host), (UNSTABLE, self.host)],
+            [
+                ("im.vector.modular.widgets", self.host),
+                ("m.room.message", self.host),
+                (UNSTABLE, self.host),
+            ],
         )
         # The link works: a participant invited there joins through it.
         self.helper.join(rooms[0], self.users[0], tok=self.toks[self.users[0]])

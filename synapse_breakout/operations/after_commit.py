@@ -7,7 +7,8 @@ placing process died.
 - the old break-out a ``replace`` ended gets what an end gives its own rooms
   (rooms/closing.py), in the background;
 - the users are placed (place_users.py), then the ``started`` and ``welcome``
-  notices go out (rooms/announcer.py).
+  notices go out (rooms/announcer.py) and the console is added to the parent
+  as a room widget (``console.widget``, rooms/console_widget.py).
 
 Nothing here is undone: users who cannot be placed are ``failed_users``.
 """
@@ -32,6 +33,7 @@ from synapse_breakout.operations.stored_answers import ROLLED_BACK_MEANWHILE
 from synapse_breakout.rooms.announcer import Announcer
 from synapse_breakout.rooms.breakout_event import BreakoutEvents
 from synapse_breakout.rooms.closing import Closer, Replaced
+from synapse_breakout.rooms.console_widget import ConsoleWidget
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,9 @@ class AfterCommit:
         placer: Placer,
         announcer: Announcer,
         closer: Closer,
+        widget: ConsoleWidget,
     ):
+        self._widget = widget
         self._api = api
         self._store = store
         self._assignment = assignment
@@ -150,15 +154,25 @@ class AfterCommit:
             return e.answer  # the process that took it over announces it
         except EndedError as e:
             return e.answer  # ended meanwhile: its end was announced instead
+        # In the background: the answer does not wait for the notices.
+        self._api.run_as_background_process(
+            "breakout_start_notices", self._announce, op, answer
+        )
+        return answer
+
+    async def _announce(self, op: Operation, answer: StartAnswer) -> None:
+        """``started`` right after the break-out event, ``welcome`` in each
+        child, then the console widget in the parent."""
         assert op.acting_user is not None  # every start operation has one
-        self._announcer.after_start(
+        await self._api.sleep(0)  # let the start answer first
+        await self._announcer.after_start(
             op.acting_user,
             op.parent_room_id,
             answer["event_id"],
             answer["rooms"],
             answer["ends_at"],
         )
-        return answer
+        await self._widget.add(op.parent_room_id, op.acting_user)
 
     async def resume_placement(self, op: Operation, answer: StartAnswer) -> None:
         """Go on placing the users of ``op``, committed by a process that died

@@ -1,8 +1,9 @@
 """Ending a break-out: ``DELETE /rooms/{parentRoomId}`` and its deadline's
 timer (docs/admin_api.md).
 
-The emptied break-out event is sent under the parent's lock; then the own
-rooms get what an end gives them (rooms/closing.py). The rooms live on.
+The emptied break-out event is sent under the parent's lock; then the console
+widget leaves the parent (rooms/console_widget.py) and the own rooms get what
+an end gives them (rooms/closing.py). The rooms live on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from synapse_breakout.operations.outcomes import measured
 from synapse_breakout.rooms.acting import ActingUsers
 from synapse_breakout.rooms.breakout_event import BreakoutEvents
 from synapse_breakout.rooms.closing import Closer
+from synapse_breakout.rooms.console_widget import ConsoleWidget
 from synapse_breakout.rooms.parent import ParentRooms
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,9 @@ class Ender:
         acting: ActingUsers,
         events: BreakoutEvents,
         closer: Closer,
+        widget: ConsoleWidget,
     ):
+        self._widget = widget
         self._store = store
         self._locks = locks
         self._parents = parents
@@ -76,6 +80,7 @@ class Ender:
                 )
                 if running is not None:
                     await self._store.claim_end(parent, running.op_id)
+            await self._widget.remove(parent, acting)
             inviter = running.acting_user if running is not None else None
             failed_rooms = await self._closer.close(
                 acting, parent, found.event.event_id, own, inviter, message, close_rooms

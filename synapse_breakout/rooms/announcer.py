@@ -112,7 +112,7 @@ class Announcer:
 
     # --- the occasions ------------------------------------------------------------
 
-    def after_start(
+    async def after_start(
         self,
         sender: str,
         parent: str,
@@ -121,29 +121,10 @@ class Announcer:
         ends_at: int | None,
     ) -> None:
         """``started`` in the parent, then ``welcome`` in each child, once the
-        users were placed: in the background, after the start's answer."""
+        users were placed (operations/after_commit.py runs it after the
+        start's answer)."""
         if not self.enabled:
             return
-        self._api.run_as_background_process(
-            "breakout_start_notices",
-            self._after_start,
-            sender,
-            parent,
-            event_id,
-            list(rooms),
-            ends_at,
-        )
-
-    async def _after_start(
-        self,
-        sender: str,
-        parent: str,
-        event_id: str,
-        rooms: Sequence[ChildRoomJson],
-        ends_at: int | None,
-    ) -> None:
-        # Let the start answer first: none of this is on its path.
-        await self._api.sleep(0)
         links = [
             (RoomLink(r["room_id"], r["name"], tuple(r["via"])), list(r["users"]))
             for r in rooms
