@@ -219,7 +219,7 @@ class BreakoutModule:
                 self.announcer,
             ),
             help=HelpDesk(api, store, self.help_requests, parents, self.announcer),
-            plans=Plans(config, api, self.plan_store, checks),
+            plans=Plans(config, api, self.plan_store, checks, parents),
         )
 
     def _register_hooks(self) -> None:
@@ -261,6 +261,8 @@ class BreakoutModule:
                 config,
                 api,
                 self.tables,
+                self.operation_store,
+                self.assignments,
                 self.parents,
                 self.operations.describer,
                 self.help_requests,

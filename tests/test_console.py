@@ -236,8 +236,7 @@ class ConsoleTestCase(ConsoleBase):
         view = self.get(room_path, self.mod_tok)
         self.assertTrue(view["host"])
         self.assertEqual(
-            {m["user_id"] for m in view["members"]},
-            {self.host, self.mod, *self.users},
+            {m["user_id"] for m in view["members"]}, {self.host, self.mod, *self.users}
         )
         self.assertNotIn("members", self.get(room_path, tok))
 
@@ -319,3 +318,103 @@ class ConsoleTestCase(ConsoleBase):
             ),
             {},
         )
+
+
+class LiveViewTestCase(ConsoleBase):
+    """The view at any size: an unchanged room answers "unchanged" from a
+    few queries, members come in pages and by search."""
+
+    def view(self, tok: str, since: str | None = None) -> Any:
+        path = f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}"
+        if since is not None:
+            path += f"?since={since}"
+        return self.get(path, tok)
+
+    def test_an_unchanged_room_answers_unchanged_until_it_changes(self) -> None:
+        first = self.view(self.admin_tok)
+        version = first["version"]
+        self.assertEqual(
+            self.view(self.admin_tok, version),
+            {"room_id": self.parent, "version": version, "unchanged": True},
+        )
+        # Each kind of change gives a new version, and the full view.
+        result = self.start(
+            {
+                "rooms": [{"name": "A", "users": self.users[:2]}],
+                "duration_seconds": 600,
+            }
+        )
+        changes = [
+            lambda: None,  # the start itself
+            lambda: self.call(
+                "POST", self.room_path(suffix="/deadline"), {"add_seconds": 60}
+            ),
+            lambda: self.call(
+                "POST",
+                self.room_path(suffix="/move"),
+                {"user_id": self.users[0], "to": None},
+            ),
+            lambda: self.helper.join(
+                result["rooms"][0]["room_id"],
+                self.users[1],
+                tok=self.toks[self.users[1]],
+            ),
+            lambda: self.call(
+                "POST",
+                self.room_path(suffix="/help"),
+                {"room_id": result["rooms"][0]["room_id"]},
+                tok=self.toks[self.users[1]],
+            ),
+            lambda: self.helper.leave(
+                self.parent, self.users[5], tok=self.toks[self.users[5]]
+            ),
+        ]
+        for change in changes:
+            change()
+            answer = self.view(self.admin_tok, version)
+            self.assertNotIn("unchanged", answer)
+            self.assertNotEqual(answer["version"], version)
+            version = answer["version"]
+            self.assertTrue(self.view(self.admin_tok, version)["unchanged"])
+        # Nobody learns even that much about a room they may not read.
+        self.register_user("outsider", "pass")
+        tok = self.login("outsider", "pass")
+        path = f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}?since={version}"
+        self.get(path, tok, HTTPStatus.FORBIDDEN)
+
+    def test_members_come_in_pages_and_by_search(self) -> None:
+        self.helper.send_state(
+            self.parent,
+            "m.room.member",
+            {"membership": "join", "displayname": "Zelda"},
+            tok=self.toks[self.users[3]],
+            state_key=self.users[3],
+        )
+        path = f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}/members"
+        page = self.get(path, self.admin_tok)
+        everyone = sorted([self.host, self.mod, *self.users])
+        self.assertEqual([m["user_id"] for m in page["members"]], everyone)
+        self.assertEqual(page["members_total"], len(everyone))
+        self.assertIsNone(page["members_next"])
+        after = self.get(
+            f"{path}?from={urllib.parse.quote(everyone[2])}", self.admin_tok
+        )
+        self.assertEqual([m["user_id"] for m in after["members"]], everyone[3:])
+        found = self.get(f"{path}?search=zel", self.admin_tok)["members"]
+        self.assertEqual(
+            [(m["user_id"], m["display_name"]) for m in found],
+            [(self.users[3], "Zelda")],
+        )
+        found = self.get(f"{path}?search=U0", self.admin_tok)["members"]
+        self.assertEqual([m["user_id"] for m in found], [self.users[0]])
+        # Hosts only.
+        self.get(path, self.toks[self.users[0]], HTTPStatus.FORBIDDEN)
+
+    def test_a_running_breakout_shows_who_is_in_the_main_room(self) -> None:
+        self.start({"rooms": [{"name": "A", "users": self.users[:2]}]})
+        view = self.view(self.admin_tok)
+        self.assertEqual(
+            [p["user_id"] for p in view["main_room"]],
+            sorted([self.mod, *self.users[2:]]),
+        )
+        self.assertEqual(view["main_room_total"], 5)

@@ -117,7 +117,12 @@ class PlansTestCase(ParentRoomTestCase):
     def test_a_planned_user_who_left_is_reported_not_refused(self) -> None:
         self.put("week-1", self.tables_plan())
         gone = self.users[1]
+        self.assertEqual(self.call("GET", self.plan_path("week-1"))["not_in_room"], [])
         self.helper.leave(self.parent, gone, tok=self.toks[gone])
+        # The host sees it before starting, on the plan itself.
+        self.assertEqual(
+            self.call("GET", self.plan_path("week-1"))["not_in_room"], [gone]
+        )
         result = self.start({"plan": "week-1", "move": "invite"})
         self.assertEqual(result["rooms"][0]["users"], [self.users[0]])
         self.assertEqual(
@@ -169,6 +174,9 @@ class PlansTestCase(ParentRoomTestCase):
                 ("Blue", sorted([*self.users[3:], self.users[0]])),
             ],
         )
+        # Everyone placed is still in the parent; the list carries the same
+        # plan without the membership check (that is per plan, on GET one).
+        self.assertEqual(last.pop("not_in_room"), [])
         self.assertEqual(self.call("GET", self.plan_path())["plans"][0], last)
         # Read-only; and a start from it makes the same groups again.
         self.put("last", self.tables_plan(), HTTPStatus.BAD_REQUEST)

@@ -11,12 +11,12 @@ import enum
 from http import HTTPStatus
 
 import attrs
-from synapse.module_api import EventBase, ModuleApi, StateMap, SynapseRequest
+from synapse.module_api import ModuleApi, SynapseRequest
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.http.console.sessions import ConsoleSessions
-from synapse_breakout.matrix.power import is_moderator
+from synapse_breakout.matrix.power import StateMap, is_moderator
 
 
 class Restraint(enum.StrEnum):
@@ -118,9 +118,7 @@ async def authenticate(
     )
 
 
-def may_host(
-    caller: Caller, state: StateMap[EventBase], config: BreakoutConfig
-) -> bool:
+def may_host(caller: Caller, state: StateMap, config: BreakoutConfig) -> bool:
     """Whether the admin API lets ``caller`` run break-outs in the room whose
     state is ``state``: the one home of that rule (docs/security.md).
 

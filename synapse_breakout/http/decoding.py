@@ -181,6 +181,26 @@ def get_user_list(value: Any, field: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def query_param(
+    request: SynapseRequest, name: str, max_length: int = 255
+) -> str | None:
+    """A query parameter given at most once, as text of at most
+    ``max_length`` characters; None when absent. 400 ``M_INVALID_PARAM``
+    naming it otherwise."""
+    values = (request.args or {}).get(name.encode("ascii"))
+    if not values:
+        return None
+    if len(values) > 1:
+        raise bad(name, "give it at most once")
+    try:
+        value: str = values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad(name, "must be UTF-8") from None
+    if len(value) > max_length:
+        raise bad(name, f"must be at most {max_length} characters")
+    return value
+
+
 def path_segments(request: SynapseRequest) -> list[str]:
     """The path below a resource as text: 400 ``M_INVALID_PARAM`` if it is not
     UTF-8 (a surrogate's encoding included, which UTF-8 forbids).

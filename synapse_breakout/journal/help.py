@@ -80,6 +80,15 @@ def _recent_txn(
     return [HelpRequest(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in txn]
 
 
+def _latest_txn(txn: LoggingTransaction, parent: str) -> int:
+    txn.execute(
+        "SELECT MAX(asked_ts) FROM breakout_help_requests WHERE parent_room_id = ?",
+        (parent,),
+    )
+    row = txn.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 class HelpStore:
     """The help requests' limit and record."""
 
@@ -107,6 +116,12 @@ class HelpStore:
         """Record the message a claimed help request sent to the parent."""
         await self._api.run_db_interaction(
             "breakout_help_sent", _sent_txn, room_id, user_id, event_id, muted
+        )
+
+    async def latest(self, parent: str) -> int:
+        """When help was last asked in ``parent`` (0: never)."""
+        return await self._api.run_db_interaction(
+            "breakout_latest_help", _latest_txn, parent
         )
 
     async def recent(self, parent: str, since: int, limit: int) -> list[HelpRequest]:

@@ -153,6 +153,44 @@ def _member_rooms_state_txn(
     return [(row[0], row[1]) for row in txn]
 
 
+def _state_position_txn(txn: LoggingTransaction, rooms: list[list[str]]) -> int:
+    latest = 0
+    for chunk in rooms:
+        txn.execute(
+            "SELECT MAX(stream_id) FROM current_state_delta_stream"
+            f" WHERE {_in('room_id', chunk)}",
+            chunk,
+        )
+        row = txn.fetchone()
+        latest = max(latest, int(row[0]) if row and row[0] is not None else 0)
+    return latest
+
+
+def _member_page_txn(
+    txn: LoggingTransaction, room_id: str, after: str, search: str, limit: int
+) -> tuple[int, list[tuple[str, str, str | None]]]:
+    members = (
+        "FROM current_state_events c JOIN room_memberships m ON m.event_id = c.event_id"
+        " WHERE c.room_id = ? AND c.type = 'm.room.member'"
+        " AND c.membership IN ('join', 'invite')"
+    )
+    txn.execute(f"SELECT COUNT(*) {members}", (room_id,))
+    row = txn.fetchone()
+    total = int(row[0]) if row else 0
+    args: list[Any] = [room_id, after]
+    matching = ""
+    if search:
+        matching = " AND (LOWER(c.state_key) LIKE ? OR LOWER(m.display_name) LIKE ?)"
+        pattern = "%" + search.lower().replace("%", "").replace("_", "") + "%"
+        args += [pattern, pattern]
+    txn.execute(
+        f"SELECT c.state_key, c.membership, m.display_name {members}"
+        f" AND c.state_key > ?{matching} ORDER BY c.state_key LIMIT ?",
+        (*args, limit),
+    )
+    return total, [(row[0], row[1], row[2]) for row in txn]
+
+
 def _json_event(raw: str) -> JsonEvent | None:
     event = json.loads(raw)
     if not isinstance(event, dict) or not isinstance(event.get("content"), dict):
@@ -296,6 +334,37 @@ class SynapseTables:
             "breakout_password_mark", _password_hash_txn, user_id
         )
         return hashlib.sha256(secret.encode("utf-8")).hexdigest() if secret else ""
+
+    async def state_position(self, room_ids: Iterable[str]) -> int:
+        """A number that grows with every change of the current state of any
+        of ``room_ids`` (0 for none): one indexed query.
+
+        Why: the console asks every 3 s whether anything changed; reading the
+        rooms' state to find out costs what answering does (a 10,000-member
+        parent's member list). ``current_state_delta_stream`` records every
+        change of a room's current state, by stream position.
+        """
+        rooms = _chunks(room_ids)
+        if not rooms:
+            return 0
+        return await self._api.run_db_interaction(
+            "breakout_state_position", _state_position_txn, rooms
+        )
+
+    async def member_page(
+        self, room_id: str, after: str, search: str, limit: int
+    ) -> tuple[int, list[tuple[str, str, str | None]]]:
+        """(how many are joined or invited, a page of them): (user ID,
+        membership, display name) by user ID after ``after``, whose ID or name
+        contains ``search`` (any case).
+
+        Why: the module API reads a room's members as every member event; a
+        10,000-member parent's console shows a page and a search.
+        ``room_memberships`` keeps each membership event's display name.
+        """
+        return await self._api.run_db_interaction(
+            "breakout_member_page", _member_page_txn, room_id, after, search, limit
+        )
 
     async def member_rooms_state(
         self, user_id: str, types: Collection[str], rooms: int

@@ -202,6 +202,9 @@ class PlanJson(TypedDict, total=False):
     plan_id: str
     name: str
     updated_at: int
+    #: Its users who are neither joined to nor invited into the parent now
+    #: (``PUT`` and ``GET`` of one plan).
+    not_in_room: list[str]
 
 
 class PlansAnswer(TypedDict):

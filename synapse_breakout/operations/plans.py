@@ -20,7 +20,9 @@ from synapse.module_api.errors import Codes, SynapseError
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.plans import EndedBreakout, PlanStore, StoredPlan
 from synapse_breakout.matrix.model import LAST_PLAN, PlanJson, PlansAnswer, StartRequest
+from synapse_breakout.matrix.power import joined_or_invited
 from synapse_breakout.operations.start_checks import StartChecks
+from synapse_breakout.rooms.parent import ParentRooms
 
 #: The start request's fields that come in a group: either replaces both.
 ROOM_FIELDS = ("rooms", "auto_assign")
@@ -75,11 +77,21 @@ def merged(plan: PlanJson, body: dict[str, Any]) -> dict[str, Any]:
     fields = {
         key: value
         for key, value in plan.items()
-        if key not in ("plan_id", "name", "updated_at")
+        if key not in ("plan_id", "name", "updated_at", "not_in_room")
     }
     if any(key in body for key in ROOM_FIELDS):
         fields = {k: v for k, v in fields.items() if k not in ROOM_FIELDS}
     return {**fields, **body}
+
+
+def planned_users(plan: PlanJson) -> list[str]:
+    """The users a plan lists by name (``rooms``, or ``auto_assign.users``)."""
+    fields: dict[str, Any] = dict(plan)
+    users = [u for room in fields.get("rooms") or [] for u in room.get("users", [])]
+    auto = fields.get("auto_assign")
+    if isinstance(auto, dict) and isinstance(auto.get("users"), list):
+        users += auto["users"]
+    return users
 
 
 class Plans:
@@ -91,11 +103,21 @@ class Plans:
         api: ModuleApi,
         store: PlanStore,
         checks: StartChecks,
+        parents: ParentRooms,
     ):
         self._config = config
         self._api = api
         self._store = store
         self._checks = checks
+        self._parents = parents
+
+    async def with_absent(self, parent: str, plan: PlanJson) -> PlanJson:
+        """``plan`` with ``not_in_room``: its users who are neither joined to
+        nor invited into the parent now (a start leaves them out)."""
+        users = planned_users(plan)
+        state = await self._parents.state(parent, users) if users else {}
+        absent = [u for u in users if not joined_or_invited(u, state)]
+        return cast(PlanJson, {**plan, "not_in_room": absent})
 
     async def put(
         self,
@@ -124,7 +146,7 @@ class Plans:
                 "already (max_plans_per_room): delete one first",
                 Codes.LIMIT_EXCEEDED,
             )
-        return stored_json(plan)
+        return await self.with_absent(parent, stored_json(plan))
 
     async def list(self, parent: str) -> PlansAnswer:
         """The parent's plans, ``last`` first, then the newest first."""
@@ -134,7 +156,11 @@ class Plans:
             plans.insert(0, last_json(ended))
         return {"plans": plans}
 
-    async def get(self, parent: str, plan_id: str, field: str = "planId") -> PlanJson:
+    async def get(self, parent: str, plan_id: str) -> PlanJson:
+        """One plan (``last`` included), with who of it is not in the room."""
+        return await self.with_absent(parent, await self.find(parent, plan_id))
+
+    async def find(self, parent: str, plan_id: str, field: str = "planId") -> PlanJson:
         """One plan (``last`` included); 404 ``M_NOT_FOUND`` if there is none."""
         if plan_id == LAST_PLAN:
             ended = await self._store.last(parent)
@@ -158,4 +184,4 @@ class Plans:
         self, parent: str, plan_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """The start body a ``plan`` names, with ``body``'s fields over it."""
-        return merged(await self.get(parent, plan_id, "plan"), body)
+        return merged(await self.find(parent, plan_id, "plan"), body)

@@ -4,8 +4,9 @@
   package, built by nobody at install);
 - ``/api/session`` (POST): a widget's OpenID token for a console session
   (sessions.py);
-- ``/api/rooms`` and ``/api/rooms/{roomId}`` (GET): what the page shows its
-  user (view.py).
+- ``/api/rooms``, ``/api/rooms/{roomId}`` (``?since=``: "nothing changed"
+  cheaply) and ``/api/rooms/{roomId}/members`` (``?from=&search=``: a page)
+  (GET): what the page shows its user (view.py).
 
 Every action the page takes goes to the admin API; docs/console.md.
 """
@@ -23,7 +24,7 @@ from twisted.web.resource import IResource, Resource
 from synapse_breakout.http.access import Caller, authenticate
 from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
-from synapse_breakout.http.decoding import path_segments, read_json_body
+from synapse_breakout.http.decoding import path_segments, query_param, read_json_body
 from synapse_breakout.matrix.content import is_valid_room_id
 
 CONSOLE_PATH = "/_synapse/client/breakout/console"
@@ -141,14 +142,23 @@ class ConsoleApiResource(DirectServeJsonResource):
         segments = path_segments(request)
         if segments == ["rooms"]:
             return HTTPStatus.OK, await self._view.rooms(caller)
-        if len(segments) == 2 and segments[0] == "rooms":
+        if len(segments) in (2, 3) and segments[0] == "rooms":
             if not is_valid_room_id(segments[1]):
                 raise SynapseError(
                     HTTPStatus.BAD_REQUEST,
                     f"roomId: {segments[1]!r} is not a valid room ID",
                     Codes.INVALID_PARAM,
                 )
-            return HTTPStatus.OK, await self._view.room(caller, segments[1])
+            if len(segments) == 2:
+                since = query_param(request, "since", 64)
+                return HTTPStatus.OK, await self._view.room(caller, segments[1], since)
+            if segments[2] == "members":
+                return HTTPStatus.OK, await self._view.members(
+                    caller,
+                    segments[1],
+                    query_param(request, "from") or "",
+                    query_param(request, "search", 100) or "",
+                )
         raise SynapseError(
             HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
         )

@@ -4,10 +4,16 @@ Read-only, and never more than the user could read with their own access
 token: rooms they are joined to, the members of those rooms, the break-out
 events in them and, for a participant, only their own break-out room and the
 time left (docs/console.md). Every action goes through the admin API.
+
+The console polls a room's view every 3 s. Each answer has a ``version``
+drawn from a few indexed queries (:meth:`ConsoleView.version`); asked again
+with it, an unchanged room answers in those queries alone, whatever its size.
+A large room's members come in pages (people.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -18,16 +24,18 @@ from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout.config import BREAKOUT_EVENT_TYPES, BreakoutConfig
 from synapse_breakout.http.access import Caller, may_host
+from synapse_breakout.http.console.people import People
+from synapse_breakout.journal.assignment import AssignmentStore
 from synapse_breakout.journal.help import HelpStore
+from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.matrix.content import newest_breakout
-from synapse_breakout.matrix.power import StateMap, membership, user_power_level
+from synapse_breakout.matrix.power import StateMap, membership
 from synapse_breakout.operations.describe import Describer
 from synapse_breakout.rooms.parent import ParentRooms
 
-#: The console lists at most this many rooms, and members of a room.
+#: The console lists at most this many rooms.
 MAX_ROOMS = 200
-MAX_MEMBERS = 2000
 #: The room list looks at this many of the user's joined rooms at most.
 MAX_SCANNED = 2000
 #: Help requests a host's console shows at most.
@@ -51,26 +59,6 @@ def room_name(state: StateMap) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def members_of(state: StateMap) -> list[dict[str, Any]]:
-    """The joined and invited members in ``state``, joined first, by ID."""
-    members = []
-    for (kind, user_id), event in state.items():
-        value = event.content.get("membership")
-        if kind != "m.room.member" or value not in _LISTED:
-            continue
-        name = event.content.get("displayname")
-        members.append(
-            {
-                "user_id": user_id,
-                "display_name": name if isinstance(name, str) else None,
-                "membership": value,
-                "power_level": user_power_level(user_id, state),
-            }
-        )
-    members.sort(key=lambda m: (_LISTED.index(m["membership"]), m["user_id"]))
-    return members[:MAX_MEMBERS]
-
-
 def assignment_of(
     user_id: str, rooms: list[Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
@@ -92,6 +80,8 @@ class ConsoleView:
         config: BreakoutConfig,
         api: ModuleApi,
         tables: SynapseTables,
+        store: OperationStore,
+        assignment: AssignmentStore,
         parents: ParentRooms,
         describer: Describer,
         help_requests: HelpStore,
@@ -99,9 +89,12 @@ class ConsoleView:
         self._config = config
         self._api = api
         self._tables = tables
+        self._store = store
+        self._assignment = assignment
         self._parents = parents
         self._describer = describer
         self._help = help_requests
+        self._people = People(api, tables)
 
     async def rooms(self, caller: Caller) -> dict[str, Any]:
         """The rooms ``caller`` is joined to where they may host or take part:
@@ -136,28 +129,22 @@ class ConsoleView:
                 break
         return {"user_id": user_id, "rooms": listed}
 
-    async def room(self, caller: Caller, room_id: str) -> dict[str, Any]:
-        """One room as the console shows it to ``caller``.
+    async def room(
+        self, caller: Caller, room_id: str, since: str | None = None
+    ) -> dict[str, Any]:
+        """One room as the console shows it to ``caller``; with ``since`` (the
+        ``version`` of an earlier answer) and nothing changed, only
+        ``{"room_id", "version", "unchanged": true}``.
 
         Raises:
             SynapseError: 403 when the user is not joined to the room, or it is
                 not a console session's own room (404 for an unknown room, to
                 server admins only, as in the admin API).
         """
-        caller.check_session_room(room_id)
-        user_id = caller.user_id
-        try:
-            state = await self._parents.state(room_id)
-        except SynapseError:
-            if caller.is_admin:
-                raise
-            state = {}
-        if membership(user_id, state) != "join" and not caller.is_admin:
-            raise SynapseError(
-                HTTPStatus.FORBIDDEN,
-                f"you are not a member of {room_id}",
-                Codes.FORBIDDEN,
-            )
+        state = await self._readable_state(caller, room_id)
+        version = await self.version(room_id)
+        if since is not None and since == version:
+            return {"room_id": room_id, "version": version, "unchanged": True}
         host = may_host(caller, state, self._config)
         breakout: dict[str, Any] = dict(await self._describer.describe(room_id))
         # Members of the break-out's own rooms only, in one query: a room
@@ -168,19 +155,80 @@ class ConsoleView:
             child["members"] = members.get(child["room_id"], {})
         view: dict[str, Any] = {
             "room_id": room_id,
+            "version": version,
             "name": room_name(state),
-            "user_id": user_id,
+            "user_id": caller.user_id,
             "host": host,
             "active": breakout["active"],
             "ends_at": breakout["ends_at"],
         }
-        if host:
-            view["members"] = members_of(state)
-            view["breakout"] = breakout
-            view["help_requests"] = await self._help_requests(room_id, breakout)
+        if not host:
+            view["assignment"] = _assignment_view(caller.user_id, breakout)
             return view
-        view["assignment"] = _assignment_view(user_id, breakout)
+        view.update(await self._people.page(room_id, state))
+        view["breakout"] = breakout
+        if breakout["active"]:
+            placed = {u for room in breakout["rooms"] for u in room["users"]}
+            placed |= {u for room in members.values() for u in room}
+            hosts = {caller.user_id, str(breakout["sender"])}
+            view.update(await self._people.main_room(room_id, state, placed, hosts))
+        view["help_requests"] = await self._help_requests(room_id, breakout)
         return view
+
+    async def members(
+        self, caller: Caller, room_id: str, after: str, search: str
+    ) -> dict[str, Any]:
+        """A page of the room's members, for a host (a large room's are
+        paged and searched, never sent whole)."""
+        state = await self._readable_state(caller, room_id)
+        if not may_host(caller, state, self._config):
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                f"only the hosts of {room_id} see its members here",
+                Codes.FORBIDDEN,
+            )
+        return {
+            "room_id": room_id,
+            **await self._people.page(room_id, state, after, search),
+        }
+
+    async def version(self, room_id: str) -> str:
+        """What the room's view is made of, in a few indexed queries: the
+        current state of the room and its break-out's own rooms, the running
+        break-out, an unfinished start's progress, the last help request."""
+        running = await self._store.get_running(room_id)
+        own = await self._store.rooms_of(running.op_id) if running else []
+        unfinished = await self._assignment.unfinished_start(room_id)
+        progress = (
+            await self._assignment.progress(unfinished, 0) if unfinished else None
+        )
+        parts = (
+            await self._tables.state_position([room_id, *own]),
+            attrs.astuple(running) if running else None,
+            unfinished,
+            sorted(progress.items()) if progress else None,
+            await self._help.latest(room_id),
+        )
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+    async def _readable_state(self, caller: Caller, room_id: str) -> StateMap:
+        """The room's state, as far as its view needs it (never its whole
+        membership); 403 unless ``caller`` may look at the room."""
+        caller.check_session_room(room_id)
+        try:
+            state = await self._parents.state(room_id, [caller.user_id])
+        except SynapseError:
+            if caller.is_admin:
+                raise
+            state = {}
+        if membership(caller.user_id, state) != "join" and not caller.is_admin:
+            raise SynapseError(
+                HTTPStatus.FORBIDDEN,
+                f"you are not a member of {room_id}",
+                Codes.FORBIDDEN,
+            )
+        names = await self._api.get_room_state(room_id, [("m.room.name", "")])
+        return {**state, **names}
 
     async def _help_requests(
         self, parent: str, breakout: dict[str, Any]
