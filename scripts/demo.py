@@ -5,12 +5,18 @@ It registers a server admin and a few users, makes a public parent room with
 them in it, prints what to try next, and runs until Ctrl-C, when it stops
 Synapse and leaves no process behind. Its files stay in ``.demo/`` (ignored by
 git) until the next run, which starts afresh.
+
+However it is stopped (Ctrl-C, also when its output went to a pipe that is
+gone, as ``scripts/demo | tee demo.log`` leaves it; SIGTERM; the terminal
+closed; even SIGKILL, on Linux), Synapse stops with it. A port already in use
+is a one-line error that names it and what holds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -21,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synapse_process import SynapseProcess
+from synapse_process import SynapseProcess, port_holder
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_PATH = "/_synapse/client/breakout/v1"
@@ -34,9 +40,17 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".demo")
     args = parser.parse_args()
 
+    holder = port_holder(args.port)
+    if holder is not None:
+        print(
+            f"demo: port {args.port} of 127.0.0.1 is in use by {holder}: stop it, "
+            "or give another port with --port",
+            file=sys.stderr,
+        )
+        return 1
     # Every run starts from an empty server.
     shutil.rmtree(args.workdir, ignore_errors=True)
-    synapse = SynapseProcess(args.workdir, port=args.port)
+    synapse = SynapseProcess(args.workdir, port=args.port, die_with_parent=True)
     synapse.write_config()
 
     stop = threading.Event()
@@ -44,20 +58,31 @@ def main() -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    print(
-        f"Starting Synapse with synapse_breakout on {synapse.base_url} ...", flush=True
-    )
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    say(f"Starting Synapse with synapse_breakout on {synapse.base_url} ...")
     try:
         synapse.start()
         show_next_steps(synapse, set_up(synapse))
         stop.wait()
     finally:
-        print("\nStopping Synapse ...", flush=True)
+        say("\nStopping Synapse ...")
         synapse.stop()
-        print("Stopped.", flush=True)
+        say("Stopped.")
     return 0
+
+
+def say(text: str) -> None:
+    """Print, unless the output is gone (a closed pipe, a closed terminal):
+    then nothing more is printed, and stopping goes on regardless."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        # Whatever is left in the buffer goes nowhere, instead of failing
+        # again when Python flushes it at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def set_up(synapse: SynapseProcess) -> dict[str, object]:
@@ -112,10 +137,10 @@ def show_next_steps(synapse: SynapseProcess, demo: dict[str, object]) -> None:
     table = breakout["rooms"][0]
     helper = next(n for n, u in demo["users"].items() if u in table["users"])  # type: ignore[attr-defined]
     base = f"{synapse.base_url}{BASE_PATH}"
-    print(json.dumps({k: demo[k] for k in ("admin_id", "users", "room_id")}, indent=2))
-    print("\nStarted a break-out through the admin API (POST .../rooms/{room}):")
-    print(json.dumps(demo["breakout"], indent=2))
-    print(
+    say(json.dumps({k: demo[k] for k in ("admin_id", "users", "room_id")}, indent=2))
+    say("\nStarted a break-out through the admin API (POST .../rooms/{room}):")
+    say(json.dumps(demo["breakout"], indent=2))
+    say(
         f"""
 Ready. Synapse (pid {synapse.proc.pid if synapse.proc else "?"}) logs to {synapse.log_path}
 
@@ -152,8 +177,7 @@ The host console (docs/console.md), in a browser:
   {synapse.base_url}/_synapse/client/breakout/console/
   sign in as host, password {passwords["admin"]}
 
-Press Ctrl-C to stop.""",
-        flush=True,
+Press Ctrl-C to stop."""
     )
 
 

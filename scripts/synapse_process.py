@@ -9,6 +9,7 @@ through the shared-secret admin API, and stops the whole process group.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -56,6 +57,63 @@ disable_existing_loggers: false
 """
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on TCP ``port`` (Linux's /proc/net)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
+
+
+def _process_of(inodes: set[str]) -> str | None:
+    """ "pid N (command)" of a process with one of the sockets ``inodes`` open,
+    among those this user may look into."""
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not any(os.readlink(fd) in wanted for fd in (proc / "fd").iterdir()):
+                continue
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        text = command.decode(errors="replace").strip()
+        return f"pid {proc.name} ({text[:100]}{'...' if len(text) > 100 else ''})"
+    return None
+
+
+def _terminate_with(parent: int) -> None:
+    """In the child before it runs Synapse: SIGTERM when ``parent`` dies
+    (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above
+            os._exit(1)
+
+
+def port_holder(port: int) -> str | None:
+    """None when a server may listen on 127.0.0.1:``port``; otherwise what
+    holds it: "pid N (command)", or "another process" when that cannot be
+    seen (another user's, or not Linux)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
+        try:
+            s.bind(("127.0.0.1", port))
+            return None
+        except OSError:
+            pass
+    return _process_of(_listening_inodes(port)) or "another process"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -82,9 +140,14 @@ class SynapseProcess:
         server_name: str = "localhost",
         extra_config: dict[str, Any] | None = None,
         rate_limits: bool = False,
+        die_with_parent: bool = False,
     ):
         """``rate_limits``: keep Synapse's default rate limits (except for
-        registration); by default they are lifted, as suits a demo."""
+        registration); by default they are lifted, as suits a demo.
+        ``die_with_parent``: on Linux, Synapse gets SIGTERM when the process
+        that started it dies, however it dies (the demo: even SIGKILL leaves
+        no server behind)."""
+        self.die_with_parent = die_with_parent
         self.workdir = workdir.resolve()
         self.port = port
         self.server_name = server_name
@@ -114,6 +177,9 @@ class SynapseProcess:
         unlimited = {"per_second": 10000, "burst_count": 100000}
         config: dict[str, Any] = {
             "server_name": self.server_name,
+            # Where clients reach it: links the module sends (the console
+            # widget's address) point here, not at https://SERVER_NAME/.
+            "public_baseurl": self.base_url + "/",
             "pid_file": str(self.pid_path),
             "listeners": [
                 {
@@ -180,6 +246,11 @@ class SynapseProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=(
+                functools.partial(_terminate_with, os.getpid())
+                if self.die_with_parent
+                else None
+            ),
             env={**os.environ, **self.env},
             # Not the caller's folder: Python puts the working folder first on
             # sys.path, and a checkout there would shadow the module's code.
