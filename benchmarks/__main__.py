@@ -31,6 +31,7 @@ KEYS = (
     "rollback_seconds",
     "background",
     "split",
+    "console_poll",
 )
 
 

@@ -7,7 +7,7 @@ with the parent's members. This starts a break-out of 5 rooms (``move:
 suggest``) through the admin API in each large room of the run, times one pass
 of that comparison with it active and with none active, and ends it.
 
-The pass is the module's own ``lifecycle.eject_leavers``: if a later version
+The pass is the module's own ``loops.eject_leavers``: if a later version
 of the module no longer has it, the figure is reported as not available.
 """
 
@@ -28,9 +28,23 @@ CHILDREN = 5
 PASSES = 3
 
 
+def tables(bench: Bench, size: int) -> dict[str, Any]:
+    """A start of ``CHILDREN`` rooms of two members of the ``size``-member
+    room each, listed only (``move: suggest``): a break-out that runs
+    without placing anyone."""
+    members = [f"@member{size}_{i}:{bench.server_name}" for i in range(2 * CHILDREN)]
+    return {
+        "rooms": [
+            {"name": f"Table {i + 1}", "users": members[2 * i : 2 * i + 2]}
+            for i in range(CHILDREN)
+        ],
+        "move": "suggest",
+    }
+
+
 def _eject_pass(bench: Bench) -> Callable[[], Awaitable[object]] | None:
-    lifecycle = getattr(bench.switch.module, "lifecycle", None)
-    eject = getattr(lifecycle, "eject_leavers", None)
+    loops = getattr(bench.switch.module, "loops", None)
+    eject = getattr(loops, "eject_leavers", None)
     return eject if callable(eject) else None
 
 
@@ -46,24 +60,15 @@ def run(bench: Bench, token: str, rooms: Mapping[int, str]) -> dict[str, Any] | 
     """Time ejection passes in the rooms of ``rooms`` with over 100 members."""
     eject = _eject_pass(bench)
     if eject is None:
-        return "not available: the module has no lifecycle.eject_leavers"
+        return "not available: the module has no loops.eject_leavers"
     bench.switch.set(Config.WITH)
     interval = _interval_seconds()
     out: dict[str, Any] = {"interval_seconds": interval, "rooms": {}}
     for size, room_id in sorted(rooms.items()):
         if size <= 100:
             continue
-        members = [
-            f"@member{size}_{i}:{bench.server_name}" for i in range(2 * CHILDREN)
-        ]
         path = f"{API_BASE}/rooms/{urllib.parse.quote(room_id, safe='')}"
-        body = {
-            "rooms": [
-                {"name": f"Table {i + 1}", "users": members[2 * i : 2 * i + 2]}
-                for i in range(CHILDREN)
-            ],
-            "move": "suggest",
-        }
+        body = tables(bench, size)
         started = bench.timer.now()
         channel = bench.request("POST", path, body, token)
         start_seconds = bench.timer.now() - started

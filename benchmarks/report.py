@@ -175,6 +175,26 @@ def _unrelated_row(members: Any, unrelated: dict[str, Any]) -> Row:
     )
 
 
+def _console_poll_rows(figures: Any) -> list[Row]:
+    if isinstance(figures, str):
+        return [("console_poll", "", figures, "")]
+    rows: list[Row] = []
+    for state in ("idle", "running"):
+        value = figures[state]["unchanged_vs_previous"]
+        ok = value["median"] <= figures["target"]
+        rows.append(
+            (
+                "console_poll",
+                f"{state} {figures['members']}",
+                _summary(value, "{:.4f}")
+                + f", {figures[state]['unchanged_seconds']['median'] * 1000:.1f} ms"
+                f" vs {figures[state]['previous_seconds']['median'] * 1000:.0f} ms",
+                f"<= 1/20: {'ok' if ok else 'MISSED'}",
+            )
+        )
+    return rows
+
+
 def table(results: dict[str, Any]) -> str:
     """The figures as a plain-text table (medians, with min-max and rounds)."""
     rows: list[Row] = [("figure", "key", "median (min-max) xrounds", "budget")]
@@ -211,6 +231,8 @@ def table(results: dict[str, Any]) -> str:
     if "split_messages" in results:
         figures = results["split_messages"]
         rows.append(_unrelated_row(figures["members"], figures["unrelated_messages"]))
+    if "console_poll" in results:
+        rows += _console_poll_rows(results["console_poll"])
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import background, hot_path, queries, split, start
+from benchmarks import background, console_poll, hot_path, queries, split, start
 from benchmarks.harness import EVENT_CACHE_SIZE, Bench, Config
 from benchmarks.report import machine
 
@@ -124,6 +124,13 @@ def _run(bench: Bench, plan: Plan) -> dict[str, Any]:
             results["split"] = split.run(
                 bench, host, token, unrelated, plan.split_rounds, plan.split_sizes
             )
+        bench.settle()
+
+    if "console_poll" in plan.keys:
+        logger.info("console_poll: a %d-member parent", console_poll.SIZE)
+        results["console_poll"] = console_poll.run(
+            bench, host, token, plan.hot_path_rounds
+        )
         bench.settle()
 
     start_keys = {"start_vs_handler", "start_vs_client", "rollback_seconds"}

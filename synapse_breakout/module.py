@@ -257,7 +257,7 @@ class BreakoutModule:
                 BreakoutAdminResource(config, api, self.operations, flags, sessions),
             )
         if sessions is not None:  # the host console (docs/console.md)
-            view = ConsoleView(
+            self.console_view = view = ConsoleView(
                 config,
                 api,
                 self.tables,

@@ -91,17 +91,6 @@ class Server:
         )
         return [e for e in body["chunk"] if e["type"] == "m.room.message"]
 
-    def endpoint_exists(self, action: str, parent: str, token: str) -> bool:
-        """Whether the admin API has ``POST /rooms/{parent}/{action}`` yet.
-
-        An empty body is refused either way: by the endpoint's own checks (400)
-        or, when it does not exist, as an unrecognised request.
-        """
-        status, body = self.status_of(
-            "POST", f"{API}/rooms/{q(parent)}/{action}", token, {}
-        )
-        return not (status in (404, 405) and body.get("errcode") == "M_UNRECOGNIZED")
-
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
@@ -149,6 +138,17 @@ def new_page(browser: Any, phone: bool = False) -> Any:
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.js_errors = errors
     return page
+
+
+def close_page(page: Any) -> None:
+    """Close a tab, once it is clear the page threw no error."""
+    assert page.js_errors == [], page.js_errors
+    page.context.close()
+
+
+def column(page: Any, name: str) -> Any:
+    """A running break-out's column for the room ``name`` (or "Main room")."""
+    return page.locator(f'section.column[aria-label="{name}"]')
 
 
 def sign_in(page: Any, server: Server, user_id: str, password: str) -> None:

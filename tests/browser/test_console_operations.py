@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from conftest import API, Server, new_page, q, sign_in
-
-
-def operations_endpoint_exists(server: Server, token: str) -> bool:
-    """GET /operations/{id} answers an unknown operation with M_NOT_FOUND once it exists."""
-    status, body = server.status_of("GET", f"{API}/operations/unknown", token)
-    return not (status in (404, 405) and body.get("errcode") == "M_UNRECOGNIZED")
+from conftest import Server, new_page, q, sign_in
 
 
 def test_background_start_shows_progress_then_the_rooms(
     server: Server, browser: Any
 ) -> None:
     host, token, password = server.user("ophost")
-    if not operations_endpoint_exists(server, token):
-        pytest.skip("endpoint lands with issue 13 (GET /operations/{id})")
     people = [server.user(f"op{i}") for i in range(4)]
     parent = server.synapse.create_room(token, preset="public_chat", name="Hall")
     for _, member_token, _ in people:

@@ -12,6 +12,7 @@ import http.server
 import shutil
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,10 @@ from typing import Any
 import pytest
 from synapse_process import free_port
 
-from conftest import API, ROOT, Server, new_page, q
+from conftest import API, ROOT, WAIT_MS, Server, new_page, q
+
+#: The state key of the console's room widget (docs/console.md).
+WIDGET_KEY = "org.matrix.msc3985.console"
 
 HERE = Path(__file__).resolve().parent
 BUNDLE = ROOT / "synapse_breakout" / "http" / "console" / "static" / "widget-api.js"
@@ -69,10 +73,13 @@ def open_widget(
     room: str,
     forge: bool = False,
     hold: bool = False,
+    from_state: bool = False,
 ) -> tuple[Any, Any]:
     """The client page and the console's frame in it."""
     page = new_page(browser)
     query = {"hs": server.url, "user": user, "token": token, "room": room}
+    if from_state:
+        query["fromState"] = "1"
     if forge:
         query["forge"] = "1"
     if hold:
@@ -100,6 +107,13 @@ def test_host_signs_in_through_the_client_without_a_password(
     assert state["active"] is True and state["sender"] == room.host
     assert sorted(u for r in state["rooms"] for u in r["users"]) == sorted(
         u for u, _, _ in room.members
+    )
+    # Each room's column opens it in the client (the widget API's navigate).
+    child = next(r for r in state["rooms"] if r["name"] == "Room 1")
+    console.get_by_role("button", name="Open Room 1").click()
+    page.wait_for_function("window.navigatedTo !== undefined")
+    assert page.evaluate("window.navigatedTo") == (
+        f"https://matrix.to/#/{child['room_id']}?via=localhost"
     )
     # The console's session is not an access token of the client-server API.
     session = console.locator("body").evaluate("() => sessionStorage.length")
@@ -180,3 +194,52 @@ def test_a_sibling_frame_cannot_answer_for_the_client(
     console.get_by_text(f"Signed in as {room.host}").wait_for()
     assert console.get_by_text("unknown or has expired").count() == 0
     page.context.close()
+
+
+def widget_state(server: Server, room: Room, present: bool | None = None) -> Any:
+    """The console widget's content in the room's state, or None; with
+    ``present``, once it is (or is not) there: the start adds it after its
+    notices, in the background."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        status, content = server.status_of(
+            "GET",
+            f"/_matrix/client/v3/rooms/{q(room.parent)}/state/"
+            f"im.vector.modular.widgets/{WIDGET_KEY}",
+            room.host_token,
+        )
+        found = content if status == 200 and content else None
+        if present is None or (found is not None) == present:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the widget is still {found!r}")
+        time.sleep(0.2)
+
+
+def test_participants_find_the_console_in_the_room_while_a_break_out_runs(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    """No one types an address: the start puts the console in the room's
+    widgets, a client embeds it from there, the end takes it away."""
+    room = Room(server, "found")
+    assert widget_state(server, room) is None
+    result = server.request(
+        "POST",
+        f"{API}/rooms/{q(room.parent)}",
+        room.host_token,
+        {"auto_assign": {"rooms": 2}, "duration_seconds": 600},
+    )
+    content = widget_state(server, room, present=True)
+    assert content["name"] == "Break-out rooms"
+    user, token, _ = room.members[1]
+    mine = next(r for r in result["rooms"] if user in r["users"])
+    page, console = open_widget(
+        browser, client_origin, server, user, token, room.parent, from_state=True
+    )
+    console.get_by_text(f"Signed in as {user}").wait_for()
+    console.get_by_role("heading", name="Your break-out room").wait_for()
+    assert console.locator(".my-room").inner_text() == mine["name"]
+    assert page.js_errors == []
+    page.context.close()
+    server.request("DELETE", f"{API}/rooms/{q(room.parent)}", room.host_token, {})
+    assert widget_state(server, room, present=False) is None

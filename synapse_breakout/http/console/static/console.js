@@ -8,8 +8,11 @@ import { MatrixCapabilities, WidgetApi } from "./widget-api.js";
 
 import { CONSOLE_API, enc, request, state } from "./api.js";
 import { $, h, status } from "./dom.js";
-import { progressText, renderColumns, renderHelp, renderMembers, runningView, startView } from "./host.js";
+import { renderColumns, renderHelp, runningView, startView } from "./host.js";
 import { participantView, renderAssignment } from "./participant.js";
+import { renderMembers } from "./people.js";
+import { loadPlans } from "./plans.js";
+import { progressText } from "./start.js";
 
 const LOGIN = "/_matrix/client/v3/login";
 const POLL_MS = 3000;
@@ -219,13 +222,17 @@ async function refresh() {
   if (!state.roomId) return;
   // A poll sent before an action may answer after the action's own refresh:
   // only the newest answer is shown.
+  // With the version shown, an unchanged room answers only "unchanged".
   const seq = ++state.asked;
-  const { data } = await request("GET", `${CONSOLE_API}/rooms/${enc(state.roomId)}`);
+  const known = state.view && state.view.room_id === state.roomId ? state.view.version : null;
+  const since = known ? `?since=${enc(known)}` : "";
+  const { data } = await request("GET", `${CONSOLE_API}/rooms/${enc(state.roomId)}${since}`);
   if (seq < state.shownSeq || data.room_id !== state.roomId) return;
   state.shownSeq = seq;
-  state.view = data;
   if (state.pollFailed) status(""); // the server answers again
   state.pollFailed = false;
+  if (data.unchanged && data.version === known) return;
+  state.view = data;
   $("room-title").textContent = data.name || data.room_id;
   const body = $("room-body");
   const mode = !data.host ? "participant" : data.active ? "running" : "idle";
@@ -236,6 +243,7 @@ async function refresh() {
     body.replaceChildren(
       mode === "participant" ? participantView() : mode === "running" ? runningView() : startView(),
     );
+    if (mode === "idle") loadPlans().catch((e) => status(e.message));
   }
   const shown = JSON.stringify([data, state.failed]);
   if (shown !== state.shown) {
@@ -245,7 +253,7 @@ async function refresh() {
 }
 
 function updateView(mode, data) {
-  if (mode === "idle") renderMembers(data.members);
+  if (mode === "idle") renderMembers(data);
   if (mode === "running") {
     renderColumns(data);
     renderHelp(data);

@@ -1,7 +1,7 @@
 // Small DOM helpers: elements, labelled fields, the status line, the countdown.
 // Every server-supplied string goes in as text, never as HTML.
 
-import { state } from "./api.js";
+import { enc, state } from "./api.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -77,4 +77,19 @@ export function countdown(endsAt) {
 
 export function displayName(member) {
   return member.display_name ? `${member.display_name} (${member.user_id})` : member.user_id;
+}
+
+// A room's matrix.to link, as the module's notices link rooms.
+export function roomLink(room) {
+  const via = (room.via || []).map((s) => `via=${enc(s)}`).join("&");
+  return `https://matrix.to/#/${room.room_id}${via ? "?" + via : ""}`;
+}
+
+// "Open" a room: in the client, through the widget API's navigate where the
+// client allows it; otherwise the matrix.to link in a new tab.
+export function openRoom(room, text) {
+  const link = roomLink(room);
+  return state.widget && state.canNavigate
+    ? h("button", { type: "button", class: "open-room", text, onclick: () => state.widget.navigateTo(link) })
+    : h("a", { class: "button open-room", href: link, target: "_blank", rel: "noopener", text });
 }

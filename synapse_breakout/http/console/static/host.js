@@ -1,14 +1,11 @@
 // The host's views: the start form before a break-out, the rooms as columns
 // while it runs (docs/console.md).
 
-import { API, ApiError, enc, request, roomPath, state } from "./api.js";
-import { $, act, countdown, displayName, errorSlot, field, h, nextId, status } from "./dom.js";
-
-export function progressText(operation) {
-  const p = operation.progress || {};
-  return `Starting: ${p.rooms_created ?? 0} of ${p.rooms_total ?? "?"} rooms created, ` +
-    `${p.users_placed ?? 0} of ${p.users_total ?? "?"} people placed`;
-}
+import { request, roomPath, state } from "./api.js";
+import { $, act, countdown, errorSlot, field, h, nextId, openRoom, status } from "./dom.js";
+import { membersCard, namesOf } from "./people.js";
+import { plansCard } from "./plans.js";
+import { start } from "./start.js";
 
 // --- before a break-out ----------------------------------------------------------
 
@@ -61,8 +58,7 @@ export function startView() {
     h("p", { id: "progress", class: "progress", role: "status" }),
     slot,
   );
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
+  const formBody = () => {
     const body = { move: move.value, join_rule: joinRule.value, txn_id: crypto.randomUUID() };
     const n = Number(count.value);
     if (how.value === "named") {
@@ -71,51 +67,13 @@ export function startView() {
       body.auto_assign = how.value === "size" ? { room_size: n, users: "joined" } : { rooms: n, users: "joined" };
     }
     if (Number(minutes.value) > 0) body.duration_seconds = Math.round(Number(minutes.value) * 60);
-    act(slot, submit, () => start(body));
+    return body;
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(slot, submit, () => start(formBody()));
   });
-  return h(
-    "div",
-    { class: "host" },
-    form,
-    h("section", { class: "card", "aria-label": "Members" }, h("h3", { text: "Members" }), h("ul", { id: "members", class: "members" })),
-  );
-}
-
-// Starts in the background where the API offers it (progress from GET
-// /operations/{id}); otherwise waits for the answer.
-async function start(body) {
-  let result;
-  try {
-    result = await request("POST", roomPath(state.roomId), { ...body, wait: false });
-  } catch (e) {
-    if (!(e.status === 400 && /^wait\b/.test(e.message))) throw e;
-    result = await request("POST", roomPath(state.roomId), body);
-  }
-  let answer = result.data;
-  if (result.status === 202) {
-    const path = `${API}/operations/${enc(answer.operation_id)}`;
-    for (;;) {
-      const { data } = await request("GET", path);
-      $("progress").textContent = progressText(data);
-      if (data.state === "rolled_back") throw new ApiError(400, data.error);
-      if (data.state === "committed" && data.response) {
-        answer = data.response;
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-  state.failed = Object.fromEntries((answer.failed_users || []).map((f) => [f.user_id, f.error]));
-}
-
-export function renderMembers(members) {
-  const list = $("members");
-  if (!list) return;
-  list.replaceChildren(
-    ...members.map((m) =>
-      h("li", {}, displayName(m), m.membership === "invite" ? h("span", { class: "tag", text: "invited" }) : null),
-    ),
-  );
+  return h("div", { class: "host" }, form, plansCard(formBody), membersCard());
 }
 
 // --- while a break-out runs -------------------------------------------------------
@@ -192,16 +150,18 @@ export function renderColumns(view) {
       }
     }
   }
-  const mainPeople = view.members
-    .filter((m) => m.membership === "join" && !placed.has(m.user_id) && m.user_id !== view.user_id)
-    .map((m) => m.user_id);
-  const names = Object.fromEntries(view.members.map((m) => [m.user_id, displayName(m)]));
+  // The main room's people come from the server: the first of them, and how
+  // many there are (docs/console.md).
+  const mainPeople = (view.main_room || []).map((m) => m.user_id).filter((u) => !placed.has(u));
+  const names = namesOf(view);
   const targets = [{ id: null, name: "Main room" }, ...rooms.map((r) => ({ id: r.room_id, name: r.name || r.room_id }))];
   const columns = [
-    column(null, "Main room", mainPeople.map((u) => [u, "in the main room"]), targets, names),
+    column(null, "Main room", mainPeople.map((u) => [u, "in the main room"]), targets, names, view.main_room_total),
     ...rooms.map((room) => {
       const people = [...placed].filter(([, r]) => r === room.room_id).map(([u]) => u);
-      return column(room.room_id, room.name || room.room_id, people.map((u) => [u, memberStatus(room, u)]), targets, names);
+      const col = column(room.room_id, room.name || room.room_id, people.map((u) => [u, memberStatus(room, u)]), targets, names);
+      col.querySelector("h3").after(openRoom(room, `Open ${room.name || "room"}`));
+      return col;
     }),
   ];
   $("columns").replaceChildren(...columns);
@@ -215,7 +175,7 @@ function memberStatus(room, user) {
   return m === "join" ? "joined" : m === "invite" ? "invited" : "assigned";
 }
 
-function column(roomId, name, people, targets, names) {
+function column(roomId, name, people, targets, names, total = people.length) {
   const list = h("ul", { class: "people" });
   for (const [user, label] of people) {
     const menu = h("select", { "aria-label": `Move ${user} to` });
@@ -235,7 +195,10 @@ function column(roomId, name, people, targets, names) {
     item.addEventListener("dragstart", (e) => e.dataTransfer.setData("text/plain", user));
     list.append(item);
   }
-  const col = h("section", { class: "column", "aria-label": name, "data-room": roomId ?? "" }, h("h3", { text: `${name} (${people.length})` }), list);
+  if (total > people.length) {
+    list.append(h("li", { class: "more", text: `and ${total - people.length} more` }));
+  }
+  const col = h("section", { class: "column", "aria-label": name, "data-room": roomId ?? "" }, h("h3", { text: `${name} (${total})` }), list);
   col.addEventListener("dragover", (e) => {
     e.preventDefault();
     col.classList.add("over");

@@ -1,7 +1,7 @@
 // A participant's view: their room, a way into it, the time left, "ask for help".
 
-import { enc, request, roomPath, state } from "./api.js";
-import { $, act, countdown, errorSlot, field, h, status } from "./dom.js";
+import { request, roomPath, state } from "./api.js";
+import { $, act, countdown, errorSlot, field, h, openRoom, status } from "./dom.js";
 
 export function participantView() {
   const message = h("input", { name: "help-message", maxlength: "1000" });
@@ -22,12 +22,6 @@ export function participantView() {
   return h("div", { class: "participant" }, h("div", { id: "assignment", class: "card" }), form);
 }
 
-function roomLink(room) {
-  const via = (room.via || []).map((s) => `via=${enc(s)}`).join("&");
-  // As the module's notices link rooms (docs/console.md).
-  return `https://matrix.to/#/${room.room_id}${via ? "?" + via : ""}`;
-}
-
 export function renderAssignment(view) {
   const box = $("assignment");
   const mine = view.assignment;
@@ -36,14 +30,10 @@ export function renderAssignment(view) {
     box.replaceChildren(h("p", { text: view.active ? "You are in the main room." : "No break-out is running here." }));
     return;
   }
-  const link = roomLink(mine);
-  const open = state.widget && state.canNavigate
-    ? h("button", { type: "button", text: "Open my room", onclick: () => state.widget.navigateTo(link) })
-    : h("a", { class: "button", href: link, target: "_blank", rel: "noopener", text: "Open my room" });
   box.replaceChildren(
     h("h3", { text: "Your break-out room" }),
     h("p", { class: "my-room", text: mine.name || mine.room_id }),
     countdown(view.ends_at),
-    open,
+    openRoom(mine, "Open my room"),
   );
 }
