@@ -40,6 +40,7 @@ from synapse_breakout.journal.help import HelpStore
 from synapse_breakout.journal.locks import ParentLocks
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
+from synapse_breakout.journal.pins import PinStore
 from synapse_breakout.journal.retention import Retention
 from synapse_breakout.journal.rows import UNFINISHED
 from synapse_breakout.journal.schema import Schema, SchemaTooNewError
@@ -65,6 +66,7 @@ from synapse_breakout.rooms.closing import Closer
 from synapse_breakout.rooms.memberships import Memberships
 from synapse_breakout.rooms.pacing import Pacer
 from synapse_breakout.rooms.parent import ParentRooms
+from synapse_breakout.rooms.pins import Pinner
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +118,11 @@ class BreakoutModule:
         self.acting = ActingUsers(config, api, store)
         self.events = BreakoutEvents(api)
         self.memberships = Memberships(api, self.pacer)
-        self.announcer = Announcer(config, api)
-        self.closer = Closer(store, self.parents, self.memberships, self.announcer)
+        self.pinner = Pinner(api, store, PinStore(api))
+        self.announcer = Announcer(config, api, self.pinner)
+        self.closer = Closer(
+            store, self.parents, self.memberships, self.announcer, self.pinner
+        )
 
     def _build_operations(self) -> None:
         config, api, store = self._config, self._api, self.operation_store

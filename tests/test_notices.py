@@ -13,6 +13,7 @@ from synapse_breakout.matrix.notices import (
     RoomLink,
     content_size,
     time_left,
+    time_of_day,
 )
 
 TABLE = RoomLink("!abc:example.org", "Table <1>", ("example.org",))
@@ -107,3 +108,14 @@ def test_time_left_in_words() -> None:
     assert time_left(3600) == "1 hour"
     assert time_left(5400) == "1 hour 30 minutes"
     assert time_left(7260) == "2 hours 1 minute"
+
+
+def test_time_of_day_for_a_banner_that_does_not_tick() -> None:
+    # 2026-08-24 14:30:59 UTC, seen from 14:00 the same day and from the day before.
+    at = 1787581859000
+    assert time_of_day(at, at - 1800_000) == "14:30 UTC"
+    assert time_of_day(at, at - 30 * 3600_000) == "2026-08-24 14:30 UTC"
+    started = notices.started("$ev", [(TABLE, [])], until="14:30 UTC")
+    assert started["body"].startswith(
+        "Break-out started, until 14:30 UTC: join your room.\n"
+    )

@@ -178,6 +178,18 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
             ON breakout_operations (parent_room_id, created_ts)
         """,
     ),
+    (
+        # The notices a start pinned (its `started` in the parent, each
+        # `welcome` in its room), for the end to unpin them and nothing else.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_pins (
+            op_id TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (op_id, room_id, event_id)
+        )
+        """,
+    ),
 )
 
 #: The version the code expects. Append to ``_MIGRATIONS`` to migrate.

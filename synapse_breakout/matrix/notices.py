@@ -10,6 +10,7 @@ when and where each is sent.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import html
 import json
@@ -74,6 +75,15 @@ def time_left(seconds: int) -> str:
     if not hours:
         return _count(minutes, "minute")
     return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
+
+
+def time_of_day(at_ms: int, now_ms: int) -> str:
+    """``at_ms`` as a time of day in UTC ("14:30 UTC"), with the date when it
+    is not within the next 24 hours ("2026-08-25 14:30 UTC"): a pinned banner
+    does not tick, so it says when, not how long."""
+    at = datetime.datetime.fromtimestamp(at_ms / 1000, tz=datetime.UTC)
+    within_a_day = 0 <= at_ms - now_ms < 24 * 3600 * 1000
+    return at.strftime("%H:%M UTC" if within_a_day else "%Y-%m-%d %H:%M UTC")
 
 
 def _count(n: int, unit: str) -> str:
@@ -143,14 +153,18 @@ def content_size(content: dict[str, Any]) -> int:
 
 
 def started(
-    event_id: str, rooms: Sequence[tuple[RoomLink, Sequence[str]]]
+    event_id: str,
+    rooms: Sequence[tuple[RoomLink, Sequence[str]]],
+    until: str | None = None,
 ) -> dict[str, Any]:
-    """In the parent: every child with its link and its users.
+    """In the parent: every child with its link and its users, and the
+    deadline as a time of day (``until``, see :func:`time_of_day`).
 
     The users are left out when the notice would be too large for an event.
     """
+    headline = "Break-out started" + (f", until {until}" if until else "")
     for with_users in (True, False):
-        message = _Message().text("Break-out started: join your room.")
+        message = _Message().text(f"{headline}: join your room.")
         for room, users in rooms:
             message.line().text("• ").room(room)
             if with_users and users:

@@ -94,7 +94,9 @@ class AfterCommit:
                 parent,
                 replaced,
             )
-        return await self._placed_and_announced(op, answer)
+        return await self._placed_and_announced(
+            op, answer, replacing=replaced.op_id if replaced is not None else None
+        )
 
     async def commit(
         self, op: Operation, event_id: str, sent_ts: int, rooms: list[CreatedRoom]
@@ -137,12 +139,18 @@ class AfterCommit:
         return answer
 
     async def _placed_and_announced(
-        self, op: Operation, answer: StartAnswer, resumed: bool = False
+        self,
+        op: Operation,
+        answer: StartAnswer,
+        resumed: bool = False,
+        replacing: str | None = None,
     ) -> StartAnswer:
         """Place the users, then tell everyone (in the background).
 
         Args:
             resumed: a placement a dead process began (place_users.py).
+            replacing: the start operation of the break-out this one replaced
+                (its pinned ``started`` gives way to this one's).
         """
         try:
             answer = await self._placer.place_start(op, answer, resumed)
@@ -154,9 +162,11 @@ class AfterCommit:
         self._announcer.after_start(
             op.acting_user,
             op.parent_room_id,
+            op.op_id,
             answer["event_id"],
             answer["rooms"],
             answer["ends_at"],
+            replacing,
         )
         return answer
 
