@@ -24,6 +24,7 @@ from synapse_breakout.config import (
     parse_config,
 )
 from synapse_breakout.hooks.event_rules import BreakoutRules
+from synapse_breakout.hooks.room_capacity import MEMBER, RoomCapacity
 from synapse_breakout.hooks.sender_trust import SenderTrust
 from synapse_breakout.http.admin_api import BASE_PATH, BreakoutAdminResource, Operations
 from synapse_breakout.http.console.resource import (
@@ -35,6 +36,7 @@ from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
 from synapse_breakout.http.flags import Flags
 from synapse_breakout.journal.assignment import AssignmentStore
+from synapse_breakout.journal.capacity import CapacityStore
 from synapse_breakout.journal.deadlines import DeadlineStore
 from synapse_breakout.journal.help import HelpStore
 from synapse_breakout.journal.locks import ParentLocks
@@ -106,6 +108,7 @@ class BreakoutModule:
         self.schema = Schema(api)
         self.operation_store = OperationStore(api)
         self.assignments = AssignmentStore(api)
+        self.capacity = CapacityStore(api)
         self.ownership = Ownership(api)
         self.locks = ParentLocks(api, self.ownership, UNFINISHED)
         self.verdicts = VerdictStore(api)
@@ -151,6 +154,7 @@ class BreakoutModule:
             self.pacer,
             self.closer,
             self.after_commit,
+            self.capacity,
         )
         self.recovery = Recovery(
             api,
@@ -183,7 +187,9 @@ class BreakoutModule:
             starter=starter,
             background=BackgroundStarts(api, starter),
             view=view,
-            describer=Describer(api, store, self.assignments, parents, view),
+            describer=Describer(
+                config, api, store, self.assignments, self.capacity, parents, view
+            ),
             ender=Ender(store, self.locks, parents, acting, events, self.closer),
             broadcaster=Broadcaster(
                 store, parents, acting, self.memberships, self.announcer
@@ -215,12 +221,18 @@ class BreakoutModule:
     def _register_hooks(self) -> None:
         config, api = self._config, self._api
         self.rules = BreakoutRules(config, api)
+        self.room_capacity = RoomCapacity(
+            config, api, self.capacity, self.operation_store
+        )
         self.trust = SenderTrust(config, api, self.verdicts)
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed
         )
         synapse_adapter.skip_state_load_for_other_event_types(
-            api, self.check_event_allowed, BREAKOUT_EVENT_TYPES
+            api,
+            self.check_event_allowed,
+            BREAKOUT_EVENT_TYPES,
+            self.room_capacity.concerns,
         )
         if config.unknown_senders is not UnknownSenders.OFF:
             api.register_spam_checker_callbacks(
@@ -260,7 +272,10 @@ class BreakoutModule:
     async def check_event_allowed(
         self, event: EventBase, state_events: StateMap[EventBase]
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Third-party rules callback: the event rules (hooks/event_rules.py)."""
+        """Third-party rules callback: the event rules (hooks/event_rules.py),
+        ``room_capacity`` on membership events (hooks/room_capacity.py)."""
+        if event.type == MEMBER:
+            return await self.room_capacity.check_event_allowed(event, state_events)
         return await self.rules.check_event_allowed(event, state_events)
 
     async def check_event_for_spam(self, event: EventBase) -> Any:

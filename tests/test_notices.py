@@ -10,6 +10,7 @@ from synapse_breakout.matrix.notices import (
     EVENT_ID_KEY,
     MAX_CONTENT_BYTES,
     NOTICE_KEY,
+    HowToJoin,
     RoomLink,
     content_size,
     time_left,
@@ -115,7 +116,22 @@ def test_time_of_day_for_a_banner_that_does_not_tick() -> None:
     at = 1787581859000
     assert time_of_day(at, at - 1800_000) == "14:30 UTC"
     assert time_of_day(at, at - 30 * 3600_000) == "2026-08-24 14:30 UTC"
-    started = notices.started("$ev", [(TABLE, [])], until="14:30 UTC")
+    started = notices.started("$ev", [(TABLE, [])], HowToJoin(until="14:30 UTC"))
     assert started["body"].startswith(
         "Break-out started, until 14:30 UTC: join your room.\n"
+    )
+
+
+def test_started_of_a_choose_breakout_says_choose_a_room() -> None:
+    how = HowToJoin(choose=True, capacity=8)
+    content = notices.started("$ev", [(TABLE, []), (PARENT, [])], how)
+    assert content["body"] == (
+        "Break-out started: choose a room (up to 8 people each).\n"
+        f"• Table <1> ({TABLE.url})\n• Main room ({PARENT.url})"
+    )
+    assert links(content["formatted_body"]) == [TABLE.url, PARENT.url]
+    one = HowToJoin(until="09:05 UTC", choose=True, capacity=1).headline
+    assert (
+        one
+        == "Break-out started, until 09:05 UTC: choose a room (up to 1 person each)."
     )

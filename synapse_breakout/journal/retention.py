@@ -26,18 +26,25 @@ _PER_OPERATION = (
     "breakout_op_users",
     "breakout_warnings",
     "breakout_pins",
+    "breakout_room_capacity",
 )
 
 
 def _prune_txn(txn: LoggingTransaction, before: int) -> tuple[int, int]:
-    """Delete finished operations (with their rooms, assignments, warnings and pins),
-    verdicts and help requests older than ``before``."""
+    """Delete finished operations (with their rooms, assignments, warnings,
+    pins, capacities and places), verdicts and help requests older than
+    ``before``."""
     old_ops = (
         "SELECT op_id FROM breakout_operations o WHERE o.state IN (?, ?)"
         " AND o.updated_ts < ? AND NOT EXISTS"
         " (SELECT 1 FROM breakout_active a WHERE a.op_id = o.op_id)"
     )
     args = (*_FINISHED, before)
+    txn.execute(
+        "DELETE FROM breakout_seats WHERE room_id IN (SELECT room_id FROM"
+        f" breakout_room_capacity WHERE op_id IN ({old_ops}))",
+        args,
+    )
     for table in _PER_OPERATION:
         txn.execute(f"DELETE FROM {table} WHERE op_id IN ({old_ops})", args)
     txn.execute(f"DELETE FROM breakout_operations WHERE op_id IN ({old_ops})", args)

@@ -21,6 +21,7 @@ class PlacementMode(enum.StrEnum):
     INVITE = "invite"
     SUGGEST = "suggest"  # listed in the event only
     JOIN = "join"  # local users are joined, remote ones invited
+    CHOOSE = "choose"  # nobody assigned: members choose their room
 
 
 class JoinRule(enum.StrEnum):
@@ -67,6 +68,9 @@ class StartRequest:
     txn_id: str | None = None
     #: False: answer 202 with the operation's ID once it is journalled.
     wait: bool = True
+    #: How many joined members each room takes (the parent's moderators not
+    #: counted); None: no limit.
+    room_capacity: int | None = None
 
 
 class FailedRoom(ErrorJson):
@@ -120,6 +124,11 @@ class DescribedRoom(TypedDict):
     joined_members: int | None
     #: Whether the break-out made (owns) this room; others are never touched.
     managed: bool
+    #: The start's ``room_capacity`` (None: none, or not an own room).
+    capacity: int | None
+    #: The joined members that count against ``capacity`` (the parent's
+    #: moderators do not); None without a capacity.
+    counted_members: int | None
 
 
 class DescribeAnswer(TypedDict):

@@ -152,19 +152,39 @@ def content_size(content: dict[str, Any]) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
 
 
+@attrs.frozen
+class HowToJoin:
+    """What the ``started`` notice says besides the rooms."""
+
+    #: The deadline as a time of day (:func:`time_of_day`), if there is one.
+    until: str | None = None
+    #: ``move: choose``: members choose their room.
+    choose: bool = False
+    #: ``room_capacity``, if the start set one.
+    capacity: int | None = None
+
+    @property
+    def headline(self) -> str:
+        text = "Break-out started" + (f", until {self.until}" if self.until else "")
+        text += ": choose a room" if self.choose else ": join your room"
+        if self.capacity is not None:
+            people = "1 person" if self.capacity == 1 else f"{self.capacity} people"
+            text += f" (up to {people} each)"
+        return text + "."
+
+
 def started(
     event_id: str,
     rooms: Sequence[tuple[RoomLink, Sequence[str]]],
-    until: str | None = None,
+    how: HowToJoin = HowToJoin(),
 ) -> dict[str, Any]:
-    """In the parent: every child with its link and its users, and the
-    deadline as a time of day (``until``, see :func:`time_of_day`).
+    """In the parent: every child with its link and its users, the deadline as
+    a time of day, and whether people choose their room.
 
     The users are left out when the notice would be too large for an event.
     """
-    headline = "Break-out started" + (f", until {until}" if until else "")
     for with_users in (True, False):
-        message = _Message().text(f"{headline}: join your room.")
+        message = _Message().text(how.headline)
         for room, users in rooms:
             message.line().text("• ").room(room)
             if with_users and users:

@@ -158,16 +158,7 @@ class AfterCommit:
             return e.answer  # the process that took it over announces it
         except EndedError as e:
             return e.answer  # ended meanwhile: its end was announced instead
-        assert op.acting_user is not None  # every start operation has one
-        self._announcer.after_start(
-            op.acting_user,
-            op.parent_room_id,
-            op.op_id,
-            answer["event_id"],
-            answer["rooms"],
-            answer["ends_at"],
-            replacing,
-        )
+        self._announcer.after_start(op, answer, replacing)
         return answer
 
     async def resume_placement(self, op: Operation, answer: StartAnswer) -> None:

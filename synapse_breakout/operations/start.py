@@ -28,6 +28,7 @@ from synapse.module_api.errors import SynapseError
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.assignment import UserState
+from synapse_breakout.journal.capacity import CapacityStore
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
 from synapse_breakout.journal.rows import Operation, OperationState
@@ -100,6 +101,7 @@ class Starter:
         pacer: Pacer,
         closer: Closer,
         after_commit: AfterCommit,
+        capacity: CapacityStore,
     ):
         self._config = config
         self._api = api
@@ -112,6 +114,7 @@ class Starter:
         self._pacer = pacer
         self._closer = closer
         self._after_commit = after_commit
+        self._capacity = capacity
 
     async def start(
         self, requester: str, parent: str, req: StartRequest, limited: bool = False
@@ -173,6 +176,7 @@ class Starter:
                 "join_rule": req.join_rule.value,
                 "duration_seconds": req.duration_seconds,
                 "rooms_total": len(checked.plan),
+                "room_capacity": req.room_capacity,
             },
         )
         suggest = req.placement is PlacementMode.SUGGEST
@@ -242,6 +246,7 @@ class Starter:
             prepared.req.join_rule,
             lambda user: self._parents.is_moderator(user, checked.state),
         )
+        capacity = prepared.req.room_capacity
         rooms: list[CreatedRoom] = []
         for index, spec in enumerate(checked.plan):
             # Break-outs make up to max_child_rooms rooms at once, past
@@ -253,7 +258,15 @@ class Starter:
                     template.request(op.op_id, index, spec),
                     ratelimit=False,
                 )
-                await self._store.record_room(op.op_id, room_id, index)
+                await self._store.record_room(
+                    op.op_id,
+                    room_id,
+                    index,
+                    (checked.parent, capacity) if capacity is not None else None,
+                )
+                if capacity is not None:
+                    # Its creator's join asked (hooks/room_capacity.py) before.
+                    await self._capacity.forget(room_id)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))
             )

@@ -23,8 +23,9 @@ from synapse.module_api.errors import Codes, SynapseError
 from twisted.internet import defer
 
 from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.journal.rows import Operation
 from synapse_breakout.matrix import notices
-from synapse_breakout.matrix.model import ChildRoomJson
+from synapse_breakout.matrix.model import PlacementMode, StartAnswer
 from synapse_breakout.matrix.notices import RoomLink
 from synapse_breakout.rooms.pins import Pinner
 
@@ -116,14 +117,7 @@ class Announcer:
     # --- the occasions ------------------------------------------------------------
 
     def after_start(
-        self,
-        sender: str,
-        parent: str,
-        op_id: str,
-        event_id: str,
-        rooms: Sequence[ChildRoomJson],
-        ends_at: int | None,
-        replacing: str | None = None,
+        self, op: Operation, answer: StartAnswer, replacing: str | None = None
     ) -> None:
         """``started`` in the parent, then ``welcome`` in each child, once the
         users were placed, each pinned: in the background, after the start's
@@ -137,37 +131,29 @@ class Announcer:
         if not self.enabled:
             return
         self._api.run_as_background_process(
-            "breakout_start_notices",
-            self._after_start,
-            sender,
-            parent,
-            op_id,
-            event_id,
-            list(rooms),
-            ends_at,
-            replacing,
+            "breakout_start_notices", self._after_start, op, answer, replacing
         )
 
     async def _after_start(
-        self,
-        sender: str,
-        parent: str,
-        op_id: str,
-        event_id: str,
-        rooms: Sequence[ChildRoomJson],
-        ends_at: int | None,
-        replacing: str | None,
+        self, op: Operation, answer: StartAnswer, replacing: str | None
     ) -> None:
         # Let the start answer first: none of this is on its path.
         await self._api.sleep(0)
+        assert op.acting_user is not None  # every start operation has one
+        sender, parent, event_id = op.acting_user, op.parent_room_id, answer["event_id"]
+        rooms, ends_at = answer["rooms"], answer["ends_at"]
         links = [
             (RoomLink(r["room_id"], r["name"], tuple(r["via"])), list(r["users"]))
             for r in rooms
         ]
         now = self._api.get_current_time_msec()
-        until = notices.time_of_day(ends_at, now) if ends_at is not None else None
+        how = notices.HowToJoin(
+            until=notices.time_of_day(ends_at, now) if ends_at is not None else None,
+            choose=op.request.get("move") == PlacementMode.CHOOSE,
+            capacity=op.request.get("room_capacity"),
+        )
         started = await self.send(
-            sender, [(parent, notices.started(event_id, links, until))]
+            sender, [(parent, notices.started(event_id, links, how))]
         )
         parent_link = await self.room_link(parent)
         left = self.seconds_left(ends_at)
@@ -184,7 +170,7 @@ class Announcer:
             notice = result if isinstance(result, str) else None
             old = replacing if room_id == parent else None
             if notice is not None or old is not None:
-                await self._pinner.pin(op_id, parent, sender, room_id, notice, old)
+                await self._pinner.pin(op.op_id, parent, sender, room_id, notice, old)
 
         await bounded([*started.items(), *welcomed.items()], pin, PARALLEL_SENDS)
 
