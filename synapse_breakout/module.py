@@ -49,6 +49,7 @@ from synapse_breakout.journal.schema import Schema, SchemaTooNewError
 from synapse_breakout.journal.verdicts import VerdictStore
 from synapse_breakout.operations.after_commit import AfterCommit
 from synapse_breakout.operations.broadcast import Broadcaster
+from synapse_breakout.operations.choose import Chooser
 from synapse_breakout.operations.deadline import DeadlineKeeper
 from synapse_breakout.operations.describe import Describer
 from synapse_breakout.operations.eject import Ejector
@@ -254,10 +255,17 @@ class BreakoutModule:
                 ),
             )
         if sessions is not None:  # the host console (docs/console.md)
-            view = ConsoleView(config, api, self.parents, self.operations.describer)
+            view = ConsoleView(
+                config,
+                api,
+                self.parents,
+                self.operations.describer,
+                self.operation_store,
+            )
+            chooser = Chooser(api, self.operation_store, self.parents, self.memberships)
             api.register_web_resource(
                 CONSOLE_PATH,
-                ConsoleResource(ConsoleApiResource(api, sessions, view)),
+                ConsoleResource(ConsoleApiResource(api, sessions, view, chooser)),
             )
 
     async def _start_up(self) -> None:

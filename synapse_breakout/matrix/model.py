@@ -126,8 +126,8 @@ class DescribedRoom(TypedDict):
     managed: bool
     #: The start's ``room_capacity`` (None: none, or not an own room).
     capacity: int | None
-    #: The joined members that count against ``capacity`` (the parent's
-    #: moderators do not); None without a capacity.
+    #: The joined members that count against a capacity (the parent's
+    #: moderators do not); None for a room not owned or not known here.
     counted_members: int | None
 
 

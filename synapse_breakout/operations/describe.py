@@ -110,7 +110,7 @@ class Describer:
             # A room this break-out does not own is not read: its name and
             # size are no business of whoever listed it.
             summary = (
-                await self._child_summary(child.room_id, state, capacity is not None)
+                await self._child_summary(child.room_id, state)
                 if managed
                 else _Summary()
             )
@@ -129,12 +129,12 @@ class Describer:
         return [room for _, room in sorted(rooms, key=lambda r: r[0])]
 
     async def _child_summary(
-        self, room_id: str, parent: StateMap[EventBase], capped: bool
+        self, room_id: str, parent: StateMap[EventBase]
     ) -> _Summary:
-        """A child's name, joined member count (with ``capped``, also those
-        counted against its capacity, by the ``parent``'s moderators) and place
-        in the order rooms were created (the marker of the operation that made
-        it; rooms it does not mark come last); nothing if unknown here."""
+        """A child's name, joined member count (all, and those a capacity
+        counts: not the ``parent``'s moderators) and place in the order rooms
+        were created (the marker of the operation that made it; rooms it does
+        not mark come last); nothing if unknown here."""
         try:
             state = await self._api.get_room_state(
                 room_id,
@@ -151,8 +151,7 @@ class Describer:
             for (kind, _), e in state.items()
             if kind == "m.room.member" and e.content.get("membership") == "join"
         )
-        level = self._config.power_level
-        counted = len(counted_members(state, parent, level)) if capped else None
+        counted = len(counted_members(state, parent, self._config.power_level))
         create = state.get(("m.room.create", ""))
         marker = creation_marker(create.content) if create is not None else None
         order = _LAST

@@ -132,6 +132,34 @@ def test_participant_opens_their_room_through_the_client(
     page.context.close()
 
 
+def test_participant_chooses_a_room_through_the_client(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    room = Room(server, "wchoose")
+    result = server.request(
+        "POST",
+        f"{API}/rooms/{q(room.parent)}",
+        room.host_token,
+        {"auto_assign": {"rooms": 2}, "move": "choose", "room_capacity": 1},
+    )
+    child = next(r for r in result["rooms"] if r["name"] == "Room 2")
+    user, token, _ = room.members[0]
+    page, console = open_widget(
+        browser, client_origin, server, user, token, room.parent
+    )
+    choice = console.locator("li.choice").filter(has_text="Room 2")
+    choice.get_by_role("button", name="Join Room 2").click()
+    # Joined by the console session, then opened in the client.
+    page.wait_for_function("window.navigatedTo !== undefined")
+    assert page.evaluate("window.navigatedTo") == (
+        f"https://matrix.to/#/{child['room_id']}?via=localhost"
+    )
+    assert server.membership(child["room_id"], user, room.host_token) == "join"
+    console.get_by_role("heading", name="Your break-out room").wait_for()
+    assert page.js_errors == []
+    page.context.close()
+
+
 def test_forged_openid_token_gets_no_session(
     server: Server, browser: Any, client_origin: str
 ) -> None:

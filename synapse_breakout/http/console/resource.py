@@ -5,9 +5,11 @@
 - ``/api/session`` (POST): a widget's OpenID token for a console session
   (sessions.py);
 - ``/api/rooms`` and ``/api/rooms/{roomId}`` (GET): what the page shows its
-  user (view.py).
+  user (view.py);
+- ``/api/rooms/{roomId}/join`` (POST): a participant of a ``move: choose``
+  break-out joins the room they choose (operations/choose.py).
 
-Every action the page takes goes to the admin API; docs/console.md.
+Every other action the page takes goes to the admin API; docs/console.md.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from twisted.web.resource import IResource, Resource
 
 from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
-from synapse_breakout.http.decoding import path_segments, read_json_body
+from synapse_breakout.http.decoding import (
+    check_keys,
+    path_segments,
+    read_json_body,
+    require_id,
+)
 from synapse_breakout.matrix.content import is_valid_room_id
+from synapse_breakout.operations.choose import Chooser
 
 CONSOLE_PATH = "/_synapse/client/breakout/console"
 
@@ -101,16 +109,35 @@ class ConsoleResource(Resource):
         return b""
 
 
+def _room_id(segment: str) -> str:
+    """The ``{roomId}`` of a path: 400 unless it is a room ID."""
+    if not is_valid_room_id(segment):
+        raise SynapseError(
+            HTTPStatus.BAD_REQUEST,
+            f"roomId: {segment!r} is not a valid room ID",
+            Codes.INVALID_PARAM,
+        )
+    return segment
+
+
 class ConsoleApiResource(DirectServeJsonResource):
-    """``api/session``, ``api/rooms`` and ``api/rooms/{roomId}``."""
+    """``api/session``, ``api/rooms``, ``api/rooms/{roomId}`` and
+    ``api/rooms/{roomId}/join``."""
 
     isLeaf = True  # noqa: N815 (Twisted's name)
 
-    def __init__(self, api: ModuleApi, sessions: ConsoleSessions, view: ConsoleView):
+    def __init__(
+        self,
+        api: ModuleApi,
+        sessions: ConsoleSessions,
+        view: ConsoleView,
+        chooser: Chooser,
+    ):
         super().__init__()
         self._api = api
         self._sessions = sessions
         self._view = view
+        self._chooser = chooser
 
     async def _user(self, request: SynapseRequest) -> str:
         """The signed-in user: a console session, or an access token."""
@@ -125,7 +152,15 @@ class ConsoleApiResource(DirectServeJsonResource):
         return requester.user.to_string()
 
     async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
-        if path_segments(request) != ["session"]:
+        segments = path_segments(request)
+        if len(segments) == 3 and segments[0] == "rooms" and segments[2] == "join":
+            user_id = await self._user(request)
+            parent = _room_id(segments[1])
+            body = read_json_body(request)
+            check_keys(body, ("room_id",))
+            room_id = require_id(body, "room_id", is_valid_room_id, "room ID")
+            return HTTPStatus.OK, await self._chooser.choose(user_id, parent, room_id)
+        if segments != ["session"]:
             raise SynapseError(
                 HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
             )
@@ -142,13 +177,7 @@ class ConsoleApiResource(DirectServeJsonResource):
             return HTTPStatus.OK, await self._view.rooms(await self._user(request))
         if len(segments) == 2 and segments[0] == "rooms":
             user_id = await self._user(request)
-            if not is_valid_room_id(segments[1]):
-                raise SynapseError(
-                    HTTPStatus.BAD_REQUEST,
-                    f"roomId: {segments[1]!r} is not a valid room ID",
-                    Codes.INVALID_PARAM,
-                )
-            return HTTPStatus.OK, await self._view.room(user_id, segments[1])
+            return HTTPStatus.OK, await self._view.room(user_id, _room_id(segments[1]))
         raise SynapseError(
             HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
         )

@@ -3,7 +3,9 @@
 Read-only, and never more than the user could read with their own access
 token: rooms they are joined to, the members of those rooms, the break-out
 events in them and, for a participant, only their own break-out room and the
-time left (docs/console.md). Every action goes through the admin API.
+time left, and in a ``move: choose`` break-out every room with how many are in
+it (docs/console.md). Every action goes through the admin API, but a
+participant's choice of room (operations/choose.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.config import BREAKOUT_EVENT_TYPES, BreakoutConfig
+from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.matrix.content import current_breakout
+from synapse_breakout.matrix.model import PlacementMode
 from synapse_breakout.matrix.power import membership, user_power_level
 from synapse_breakout.operations.describe import Describer
 from synapse_breakout.rooms.parent import ParentRooms
@@ -76,11 +80,13 @@ class ConsoleView:
         api: ModuleApi,
         parents: ParentRooms,
         describer: Describer,
+        store: OperationStore,
     ):
         self._config = config
         self._api = api
         self._parents = parents
         self._describer = describer
+        self._store = store
 
     def _may_host(
         self, user_id: str, is_admin: bool, state: StateMap[EventBase]
@@ -172,7 +178,9 @@ class ConsoleView:
             view["members"] = members_of(state)
             view["breakout"] = breakout
             return view
+
         mine = assignment_of(user_id, breakout["rooms"]) if breakout["active"] else None
+        view["choose"] = await self._choices(user_id, room_id, breakout)
         view["assignment"] = (
             None
             if mine is None
@@ -184,3 +192,29 @@ class ConsoleView:
             }
         )
         return view
+
+    async def _choices(
+        self, user_id: str, parent: str, breakout: Mapping[str, Any]
+    ) -> list[dict[str, Any]] | None:
+        """In a running ``move: choose`` break-out, every own room with how
+        many are in it (the members a capacity counts), its capacity, whether
+        it is full and whether ``user_id`` is in it; None in any other."""
+        running = await self._store.get_running(parent)
+        if not breakout["active"] or running is None:
+            return None
+        if running.mode is not PlacementMode.CHOOSE:
+            return None
+        return [
+            {
+                "room_id": room["room_id"],
+                "name": room["name"],
+                "via": room["via"],
+                "members": room["counted_members"],
+                "capacity": room["capacity"],
+                "full": room["capacity"] is not None
+                and (room["counted_members"] or 0) >= room["capacity"],
+                "mine": room["members"].get(user_id) == "join",
+            }
+            for room in breakout["rooms"]
+            if room["managed"]
+        ]

@@ -9,7 +9,7 @@ import { MatrixCapabilities, WidgetApi } from "./widget-api.js";
 import { CONSOLE_API, enc, request, state } from "./api.js";
 import { $, h, status } from "./dom.js";
 import { loadHelp, progressText, renderColumns, renderMembers, runningView, startView } from "./host.js";
-import { participantView, renderAssignment } from "./participant.js";
+import { participantView, renderAssignment, renderChoice } from "./participant.js";
 
 const LOGIN = "/_matrix/client/v3/login";
 const POLL_MS = 3000;
@@ -211,7 +211,10 @@ async function refresh() {
 function updateView(mode, data) {
   if (mode === "idle") renderMembers(data.members);
   if (mode === "running") renderColumns(data);
-  if (mode === "participant") renderAssignment(data);
+  if (mode === "participant") {
+    renderAssignment(data);
+    renderChoice(data);
+  }
   const operation = data.breakout && data.breakout.operation;
   const progress = $("progress");
   if (progress) progress.textContent = operation ? progressText(operation) : "";

@@ -29,7 +29,9 @@ export function startView() {
     ["invite", "Invite them"],
     ["join", "Join them (local users)"],
     ["suggest", "Only list them"],
+    ["choose", "Let them choose a room"],
   ]);
+  const capacity = h("input", { type: "number", min: "0", value: "0", name: "room_capacity" });
   const joinRule = choice("join_rule", [
     ["restricted", "Members of this room may join"],
     ["invite", "Invited people only"],
@@ -56,6 +58,7 @@ export function startView() {
     namesField,
     field("Move people", move),
     field("Who may join the rooms", joinRule),
+    field("Places per room (0: no limit)", capacity),
     field("Duration in minutes (0: no deadline)", minutes),
     submit,
     h("p", { id: "progress", class: "progress", role: "status" }),
@@ -70,6 +73,7 @@ export function startView() {
     } else {
       body.auto_assign = how.value === "size" ? { room_size: n, users: "joined" } : { rooms: n, users: "joined" };
     }
+    if (Number(capacity.value) > 0) body.room_capacity = Math.round(Number(capacity.value));
     if (Number(minutes.value) > 0) body.duration_seconds = Math.round(Number(minutes.value) * 60);
     act(slot, submit, () => start(body));
   });
@@ -201,7 +205,9 @@ export function renderColumns(view) {
     column(null, "Main room", mainPeople.map((u) => [u, "in the main room"]), targets, names),
     ...rooms.map((room) => {
       const people = [...placed].filter(([, r]) => r === room.room_id).map(([u]) => u);
-      return column(room.room_id, room.name || room.room_id, people.map((u) => [u, memberStatus(room, u)]), targets, names);
+      // With a capacity: the members it counts (the main room's moderators do not).
+      const count = room.capacity === null ? `${people.length}` : `${room.counted_members} of ${room.capacity}`;
+      return column(room.room_id, room.name || room.room_id, people.map((u) => [u, memberStatus(room, u)]), targets, names, count);
     }),
   ];
   $("columns").replaceChildren(...columns);
@@ -215,7 +221,7 @@ function memberStatus(room, user) {
   return m === "join" ? "joined" : m === "invite" ? "invited" : "assigned";
 }
 
-function column(roomId, name, people, targets, names) {
+function column(roomId, name, people, targets, names, count = `${people.length}`) {
   const list = h("ul", { class: "people" });
   for (const [user, label] of people) {
     const menu = h("select", { "aria-label": `Move ${user} to` });
@@ -235,7 +241,7 @@ function column(roomId, name, people, targets, names) {
     item.addEventListener("dragstart", (e) => e.dataTransfer.setData("text/plain", user));
     list.append(item);
   }
-  const col = h("section", { class: "column", "aria-label": name, "data-room": roomId ?? "" }, h("h3", { text: `${name} (${people.length})` }), list);
+  const col = h("section", { class: "column", "aria-label": name, "data-room": roomId ?? "" }, h("h3", { text: `${name} (${count})` }), list);
   col.addEventListener("dragover", (e) => {
     e.preventDefault();
     col.classList.add("over");

@@ -1,6 +1,7 @@
-// A participant's view: their room, a way into it, the time left, "ask for help".
+// A participant's view: their room, a way into it, the time left, "ask for help";
+// in a `move: choose` break-out, every room with a "Join" button.
 
-import { enc, request, roomPath, state } from "./api.js";
+import { CONSOLE_API, enc, request, roomPath, state } from "./api.js";
 import { $, act, countdown, errorSlot, field, h, status } from "./dom.js";
 
 export function participantView() {
@@ -19,7 +20,21 @@ export function participantView() {
       status("Your host has been asked for help.", true);
     });
   });
-  return h("div", { class: "participant" }, h("div", { id: "assignment", class: "card" }), form);
+  return h(
+    "div",
+    { class: "participant" },
+    h("div", { id: "assignment", class: "card" }),
+    h("section", { id: "choose", class: "card", "aria-label": "Choose a room", hidden: true }),
+    form,
+  );
+}
+
+// Opens a room: in the client as a widget where it may navigate, else a link.
+function opener(room, text) {
+  const link = roomLink(room);
+  return state.widget && state.canNavigate
+    ? h("button", { type: "button", text, onclick: () => state.widget.navigateTo(link) })
+    : h("a", { class: "button", href: link, target: "_blank", rel: "noopener", text });
 }
 
 function roomLink(room) {
@@ -36,14 +51,43 @@ export function renderAssignment(view) {
     box.replaceChildren(h("p", { text: view.active ? "You are in the main room." : "No break-out is running here." }));
     return;
   }
-  const link = roomLink(mine);
-  const open = state.widget && state.canNavigate
-    ? h("button", { type: "button", text: "Open my room", onclick: () => state.widget.navigateTo(link) })
-    : h("a", { class: "button", href: link, target: "_blank", rel: "noopener", text: "Open my room" });
   box.replaceChildren(
     h("h3", { text: "Your break-out room" }),
     h("p", { class: "my-room", text: mine.name || mine.room_id }),
     countdown(view.ends_at),
-    open,
+    opener(mine, "Open my room"),
   );
+}
+
+// `move: choose`: every room, how many are in it, its capacity, "Join".
+export function renderChoice(view) {
+  const box = $("choose");
+  box.hidden = !view.choose;
+  if (!view.choose) return;
+  const slot = errorSlot();
+  const rows = view.choose.map((room) => {
+    const name = room.name || room.room_id;
+    const count = room.capacity === null ? `${room.members} in it` : `${room.members} of ${room.capacity}`;
+    const join = h("button", {
+      type: "button",
+      text: room.mine ? "You are here" : room.full ? "Full" : "Join",
+      "aria-label": room.mine ? `You are in ${name}` : `Join ${name}`,
+      disabled: room.mine || room.full,
+    });
+    join.addEventListener("click", () =>
+      act(slot, join, async () => {
+        await request("POST", `${CONSOLE_API}/rooms/${enc(state.roomId)}/join`, { room_id: room.room_id });
+        status(`You joined ${name}.`, true);
+        if (state.widget && state.canNavigate) state.widget.navigateTo(roomLink(room));
+      }),
+    );
+    return h(
+      "li",
+      { class: "choice", "data-room": room.room_id },
+      h("span", { class: "name", text: name }),
+      h("span", { class: `tag${room.full ? " failed" : ""}`, text: count }),
+      join,
+    );
+  });
+  box.replaceChildren(h("h3", { text: "Choose a room" }), h("ul", { class: "choices" }, ...rows), slot);
 }
