@@ -24,6 +24,8 @@ import attrs
 NOTICE_KEY = "org.matrix.msc3985.notice"
 #: The content key naming the break-out event a notice is about.
 EVENT_ID_KEY = "org.matrix.msc3985.breakout_event_id"
+#: What the notices say where the parent's call follows into each room.
+CALL_READY = "A call is ready"
 #: Synapse refuses events over 65,536 bytes; the envelope (IDs, hashes,
 #: signatures, auth and prev events) takes at most a few KiB of that.
 MAX_CONTENT_BYTES = 60_000
@@ -162,6 +164,8 @@ class HowToJoin:
     choose: bool = False
     #: ``room_capacity``, if the start set one.
     capacity: int | None = None
+    #: The parent has a call, re-created in every room (calls.py).
+    call: bool = False
 
     @property
     def headline(self) -> str:
@@ -170,7 +174,7 @@ class HowToJoin:
         if self.capacity is not None:
             people = "1 person" if self.capacity == 1 else f"{self.capacity} people"
             text += f" (up to {people} each)"
-        return text + "."
+        return text + "." + (f" {CALL_READY} in each room." if self.call else "")
 
 
 def started(
@@ -196,13 +200,20 @@ def started(
 
 
 def welcome(
-    event_id: str, room_name: str | None, parent: RoomLink, seconds_left: int | None
+    event_id: str,
+    room_name: str | None,
+    parent: RoomLink,
+    seconds_left: int | None,
+    call: bool = False,
 ) -> dict[str, Any]:
-    """In each child: which break-out this is, the way back, the time."""
+    """In each child: which break-out this is, the way back, the time, and
+    whether a call is ready (the parent's, re-created here)."""
     message = _Message().text(f"Welcome to {room_name}! " if room_name else "Welcome! ")
     message.text("This is a break-out room of ").room(parent).text(".")
     if seconds_left is not None:
         message.text(f" You have {time_left(seconds_left)}.")
+    if call:
+        message.text(f" {CALL_READY} in this room.")
     return message.content(NoticeKind.WELCOME, event_id)
 
 

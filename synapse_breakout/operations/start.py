@@ -32,6 +32,7 @@ from synapse_breakout.journal.capacity import CapacityStore
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
 from synapse_breakout.journal.rows import Operation, OperationState
+from synapse_breakout.matrix.calls import CALL_STATE, parent_calls
 from synapse_breakout.matrix.child_room import ChildRoomTemplate
 from synapse_breakout.matrix.content import (
     BreakoutChild,
@@ -41,6 +42,7 @@ from synapse_breakout.matrix.content import (
 )
 from synapse_breakout.matrix.errors import under_way
 from synapse_breakout.matrix.model import (
+    ChildSpec,
     CreatedRoom,
     PlacementMode,
     StartAnswer,
@@ -238,35 +240,22 @@ class Starter:
         self, prepared: Prepared
     ) -> tuple[EventBase, list[CreatedRoom]]:
         """Every child room, each recorded once it exists, then the event."""
-        op, checked = prepared.op, prepared.checked
+        checked = prepared.checked
         template = ChildRoomTemplate.from_parent(
             checked.parent,
             checked.state,
             checked.acting,
             prepared.req.join_rule,
             lambda user: self._parents.is_moderator(user, checked.state),
+            parent_calls(await self._api.get_room_state(checked.parent, CALL_STATE)),
         )
-        capacity = prepared.req.room_capacity
         rooms: list[CreatedRoom] = []
         for index, spec in enumerate(checked.plan):
             # Break-outs make up to max_child_rooms rooms at once, past
             # Synapse's room-creation limit; moderator_starts_per_hour and
             # the caller checks bound them instead (docs/security.md).
             async with self._pacer.step():
-                room_id, _ = await self._api.create_room(
-                    checked.acting,
-                    template.request(op.op_id, index, spec),
-                    ratelimit=False,
-                )
-                await self._store.record_room(
-                    op.op_id,
-                    room_id,
-                    index,
-                    (checked.parent, capacity) if capacity is not None else None,
-                )
-                if capacity is not None:
-                    # Its creator's join asked (hooks/room_capacity.py) before.
-                    await self._capacity.forget(room_id)
+                room_id = await self._create_room(prepared, template, index, spec)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))
             )
@@ -283,3 +272,34 @@ class Starter:
             self._config.event_type, checked.parent, checked.acting, content.to_json()
         )
         return event, rooms
+
+    async def _create_room(
+        self,
+        prepared: Prepared,
+        template: ChildRoomTemplate,
+        index: int,
+        spec: ChildSpec,
+    ) -> str:
+        """One child room, made of the template and recorded at once."""
+        op, acting, capacity = (
+            prepared.op,
+            prepared.checked.acting,
+            prepared.req.room_capacity,
+        )
+        room_id, _ = await self._api.create_room(
+            acting, template.request(op.op_id, index, spec), ratelimit=False
+        )
+        await self._store.record_room(
+            op.op_id,
+            room_id,
+            index,
+            (op.parent_room_id, capacity) if capacity is not None else None,
+        )
+        if capacity is not None:
+            # Its creator's join asked (hooks/room_capacity.py) before.
+            await self._capacity.forget(room_id)
+        for event in template.after_creation(room_id, spec.name):
+            await self._api.create_and_send_event_into_room(
+                {**event, "room_id": room_id, "sender": acting}
+            )
+        return room_id

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.rows import Operation
 from synapse_breakout.matrix import notices
+from synapse_breakout.matrix.calls import CALL_STATE, parent_calls
 from synapse_breakout.matrix.model import PlacementMode, StartAnswer
 from synapse_breakout.matrix.notices import RoomLink
 from synapse_breakout.rooms.pins import Pinner
@@ -147,10 +148,12 @@ class Announcer:
             for r in rooms
         ]
         now = self._api.get_current_time_msec()
+        calls = parent_calls(await self._api.get_room_state(parent, CALL_STATE))
         how = notices.HowToJoin(
             until=notices.time_of_day(ends_at, now) if ends_at is not None else None,
             choose=op.request.get("move") == PlacementMode.CHOOSE,
             capacity=op.request.get("room_capacity"),
+            call=calls.ready,
         )
         started = await self.send(
             sender, [(parent, notices.started(event_id, links, how))]
@@ -160,7 +163,10 @@ class Announcer:
         welcomed = await self.send(
             sender,
             [
-                (r["room_id"], notices.welcome(event_id, r["name"], parent_link, left))
+                (
+                    r["room_id"],
+                    notices.welcome(event_id, r["name"], parent_link, left, how.call),
+                )
                 for r in rooms
             ],
         )
