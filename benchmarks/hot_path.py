@@ -1,4 +1,5 @@
-"""``hot_path``: message-send throughput with the module loaded over without it.
+"""``hot_path``: message-send and join throughput with the module loaded over
+without it.
 
 One homeserver, one room per size (built once, in bulk), three configurations
 switched between samples (:class:`~benchmarks.harness.ModuleSwitch`):
@@ -12,7 +13,11 @@ switched between samples (:class:`~benchmarks.harness.ModuleSwitch`):
 What is timed is one ``m.room.message`` send by a member of the room through
 Synapse's event creation handler: what every local send goes through (client
 API, admin API, modules), without the HTTP layer, which would only add the
-same constant to every configuration. The configuration changes at every
+same constant to every configuration; and (``hot_path_joins``) one join of a
+member who just left, through Synapse's room member handler (what ``/join``
+and the admin join API go through; the leave before it is not timed). A join
+is what the ``room_capacity`` rule looks at (hooks/room_capacity.py): in a
+room that is not a capped break-out room it must cost nothing. The configuration changes at every
 send (A B C, B C A, ...); a round is a few sends of each, and its figure per
 configuration the mean time per send. Synapse's periodic jobs (for example
 the rotation of push actions, which in a room of 20,000 local members is
@@ -24,10 +29,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from synapse.api.errors import SynapseError
+from synapse.types import UserID
 
 from benchmarks.harness import Bench, Config, bulk_join, joined_members
 from benchmarks.stats import Summary, alternate, paired_ratios
@@ -117,21 +123,66 @@ def _send_message(bench: Bench, sender: str, room_id: str, body: str) -> None:
     )
 
 
+def _membership(bench: Bench, user: str, room_id: str, action: str) -> None:
+    handler = bench.hs.get_room_member_handler()
+    bench.run(
+        handler.update_membership(
+            bench.requester(user), UserID.from_string(user), room_id, action
+        )
+    )
+
+
+def _timed_message(
+    bench: Bench, creator: str, room_id: str, size: int
+) -> Callable[[Config], float]:
+    def measure(config: Config) -> float:
+        bench.switch.set(config)
+        started = bench.timer.now()
+        _send_message(bench, creator, room_id, config.name)
+        return bench.timer.now() - started
+
+    return measure
+
+
+def _timed_join(
+    bench: Bench, creator: str, room_id: str, size: int
+) -> Callable[[Config], float]:
+    member = f"@member{size}_0:{bench.server_name}"
+
+    def measure(config: Config) -> float:
+        bench.switch.set(config)
+        _membership(bench, member, room_id, "leave")
+        started = bench.timer.now()
+        _membership(bench, member, room_id, "join")
+        return bench.timer.now() - started
+
+    return measure
+
+
 def run(
     bench: Bench, creator: str, rooms: Mapping[int, str], rounds: int
 ) -> dict[str, Any]:
-    """Measure every room; returns the ``hot_path`` figures and their details."""
+    """Measure every room; returns the ``hot_path`` figures (messages) and
+    ``hot_path_joins`` (joins), with their details."""
     check_switch(bench, creator, rooms[min(rooms)])
+    results = _run(bench, creator, rooms, rounds, _timed_message, "hot_path")
+    results.update(_run(bench, creator, rooms, rounds, _timed_join, "hot_path_joins"))
+    return results
+
+
+def _run(
+    bench: Bench,
+    creator: str,
+    rooms: Mapping[int, str],
+    rounds: int,
+    timed: Callable[[Bench, str, str, int], Callable[[Config], float]],
+    key: str,
+) -> dict[str, Any]:
     with_module: dict[str, Any] = {}
     without_shortcut: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for size, room_id in sorted(rooms.items()):
-
-        def measure(config: Config, room_id: str = room_id) -> float:
-            bench.switch.set(config)
-            started = bench.timer.now()
-            _send_message(bench, creator, room_id, config.name)
-            return bench.timer.now() - started
+        measure = timed(bench, creator, room_id, size)
 
         def between_rounds() -> None:
             # Timers that are due run now, untimed; none comes due during a
@@ -156,21 +207,21 @@ def run(
         with_module[str(size)] = ratio.to_json()
         without_shortcut[str(size)] = bare.to_json()
         details[str(size)] = {
-            "ms_per_message": {
+            "ms_per_event": {
                 config.name.lower(): Summary.of(
                     [s * 1000 for s in seconds[config]]
                 ).to_json(2)
                 for config in CONFIGS
             },
-            "messages_per_round": messages_per_round(size),
+            "per_round": messages_per_round(size),
             "rounds_ms": {
                 config.name.lower(): [round(s * 1000, 2) for s in seconds[config]]
                 for config in CONFIGS
             },
         }
-        logger.info("hot_path %d: %s", size, ratio.show())
+        logger.info("%s %d: %s", key, size, ratio.show())
     return {
-        "hot_path": with_module,
-        "hot_path_without_shortcut": without_shortcut,
-        "hot_path_details": details,
+        key: with_module,
+        f"{key}_without_shortcut": without_shortcut,
+        f"{key}_details": details,
     }

@@ -209,6 +209,19 @@ def table(results: dict[str, Any]) -> str:
             "for reference",
             lambda m: True,
         )
+    if "hot_path_joins" in results:
+        rows += _ratio_rows(
+            "hot_path joins",
+            results["hot_path_joins"],
+            ">= 0.98",
+            lambda m: m >= 0.98,
+        )
+        rows += _ratio_rows(
+            "  (no shortcut)",
+            results["hot_path_joins_without_shortcut"],
+            "for reference",
+            lambda m: True,
+        )
     if "queries" in results:
         rows += _query_rows(results["queries"])
     if "start_vs_handler" in results:

@@ -294,11 +294,14 @@ class SynapseProcess:
         token: str | None = None,
         body: Any = None,
         timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Make a JSON request; returns the decoded body or raises HttpError."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:

@@ -13,6 +13,10 @@ EVENTS_CHECKED = Counter(
     "Local break-out events checked by the event rules, by outcome and reason",
     ["outcome", "reason"],
 )
+JOINS_REFUSED = Counter(
+    "synapse_breakout_joins_refused",
+    "Local joins refused because the break-out room was full (room_capacity)",
+)
 SENDER_VERDICTS = Counter(
     "synapse_breakout_sender_verdicts",
     "Break-out events judged by the spam-checker hook, by origin and verdict",

@@ -24,6 +24,7 @@ from synapse_breakout.config import (
     parse_config,
 )
 from synapse_breakout.hooks.event_rules import BreakoutRules
+from synapse_breakout.hooks.room_capacity import MEMBER, RoomCapacity
 from synapse_breakout.hooks.sender_trust import SenderTrust
 from synapse_breakout.http.admin_api import BASE_PATH, BreakoutAdminResource, Operations
 from synapse_breakout.http.console.resource import (
@@ -35,12 +36,14 @@ from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
 from synapse_breakout.http.flags import Flags
 from synapse_breakout.journal.assignment import AssignmentStore
+from synapse_breakout.journal.capacity import CapacityStore
 from synapse_breakout.journal.console_sessions import ConsoleSessionStore
 from synapse_breakout.journal.deadlines import DeadlineStore
 from synapse_breakout.journal.help import HelpStore
 from synapse_breakout.journal.locks import ParentLocks
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
+from synapse_breakout.journal.pins import PinStore
 from synapse_breakout.journal.plans import PlanStore
 from synapse_breakout.journal.retention import Retention
 from synapse_breakout.journal.rows import UNFINISHED
@@ -49,6 +52,7 @@ from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.journal.verdicts import VerdictStore
 from synapse_breakout.operations.after_commit import AfterCommit
 from synapse_breakout.operations.broadcast import Broadcaster
+from synapse_breakout.operations.choose import Chooser
 from synapse_breakout.operations.deadline import DeadlineKeeper
 from synapse_breakout.operations.describe import Describer
 from synapse_breakout.operations.eject import Ejector
@@ -70,6 +74,7 @@ from synapse_breakout.rooms.console_widget import ConsoleWidget
 from synapse_breakout.rooms.memberships import Memberships
 from synapse_breakout.rooms.pacing import Pacer
 from synapse_breakout.rooms.parent import ParentRooms
+from synapse_breakout.rooms.pins import Pinner
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +114,7 @@ class BreakoutModule:
         self.schema = Schema(api)
         self.operation_store = OperationStore(api)
         self.assignments = AssignmentStore(api)
+        self.capacity = CapacityStore(api)
         self.ownership = Ownership(api)
         self.locks = ParentLocks(api, self.ownership, UNFINISHED)
         self.verdicts = VerdictStore(api)
@@ -126,8 +132,11 @@ class BreakoutModule:
         self.acting = ActingUsers(config, api, store)
         self.events = BreakoutEvents(api)
         self.memberships = Memberships(api, self.pacer)
-        self.announcer = Announcer(config, api)
-        self.closer = Closer(store, self.parents, self.memberships, self.announcer)
+        self.pinner = Pinner(api, store, PinStore(api))
+        self.announcer = Announcer(config, api, self.pinner)
+        self.closer = Closer(
+            store, self.parents, self.memberships, self.announcer, self.pinner
+        )
         self.widget = ConsoleWidget(config, api)
 
     def _build_operations(self) -> None:
@@ -158,6 +167,7 @@ class BreakoutModule:
             self.pacer,
             self.closer,
             self.after_commit,
+            self.capacity,
         )
         self.recovery = Recovery(
             api,
@@ -190,7 +200,9 @@ class BreakoutModule:
             starter=starter,
             background=BackgroundStarts(api, starter),
             view=view,
-            describer=Describer(api, store, self.assignments, parents, view),
+            describer=Describer(
+                config, api, store, self.assignments, self.capacity, parents, view
+            ),
             ender=Ender(
                 store, self.locks, parents, acting, events, self.closer, self.widget
             ),
@@ -225,12 +237,18 @@ class BreakoutModule:
     def _register_hooks(self) -> None:
         config, api = self._config, self._api
         self.rules = BreakoutRules(config, api, self.tables)
+        self.room_capacity = RoomCapacity(
+            config, api, self.capacity, self.operation_store
+        )
         self.trust = SenderTrust(config, api, self.verdicts, self.tables)
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed
         )
         synapse_adapter.skip_state_load_for_other_event_types(
-            api, self.check_event_allowed, BREAKOUT_EVENT_TYPES
+            api,
+            self.check_event_allowed,
+            BREAKOUT_EVENT_TYPES,
+            self.room_capacity.concerns,
         )
         if config.unknown_senders is not UnknownSenders.OFF:
             api.register_spam_checker_callbacks(
@@ -267,9 +285,10 @@ class BreakoutModule:
                 self.operations.describer,
                 self.help_requests,
             )
+            chooser = Chooser(api, self.operation_store, self.parents, self.memberships)
             api.register_web_resource(
                 CONSOLE_PATH,
-                ConsoleResource(ConsoleApiResource(api, sessions, view)),
+                ConsoleResource(ConsoleApiResource(api, sessions, view, chooser)),
             )
 
     async def _start_up(self) -> None:
@@ -284,7 +303,10 @@ class BreakoutModule:
     async def check_event_allowed(
         self, event: EventBase, state_events: StateMap[EventBase]
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Third-party rules callback: the event rules (hooks/event_rules.py)."""
+        """Third-party rules callback: the event rules (hooks/event_rules.py),
+        ``room_capacity`` on membership events (hooks/room_capacity.py)."""
+        if event.type == MEMBER:
+            return await self.room_capacity.check_event_allowed(event, state_events)
         return await self.rules.check_event_allowed(event, state_events)
 
     async def check_event_for_spam(self, event: EventBase) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from synapse.api.errors import ModuleFailedException, SynapseError
@@ -40,33 +40,33 @@ def creators_outrank_everyone(room_version: str) -> bool:
 def allows_restricted_join_rule(room_version: str) -> bool:
     """Whether the room version has the "restricted" join rule.
 
-    Why internal: as ``creators_outrank_everyone``. An unknown version
-    answers False.
+    Why internal: as ``creators_outrank_everyone`` (an unknown version: False).
     """
     known = KNOWN_ROOM_VERSIONS.get(room_version)
     return known is not None and known.restricted_join_rule
 
 
 def skip_state_load_for_other_event_types(
-    api: ModuleApi, callback: Callable[..., Any], event_types: Collection[str]
+    api: ModuleApi,
+    callback: Callable[..., Any],
+    event_types: Collection[str],
+    concerns: Callable[[EventBase], Awaitable[bool]],
 ) -> bool:
     """Keep Synapse from loading a room's state for events the module ignores.
 
     Why internal: once any ``check_event_allowed`` callback is registered,
     Synapse fetches the full state of the room before every local event, to
-    hand it to the callbacks; for a message in a large room whose state is not
-    in the event cache that is the whole cost (see docs/performance.md). The
-    module API offers no way to say which event types a callback wants. So this
-    wraps Synapse's dispatcher: for an event whose type is not in
-    ``event_types``, when the only registered callbacks are ``callback``
-    (which would allow it), it answers "allowed" without loading state. Any
-    other module's callback, or any break-out event, goes through Synapse's own
-    dispatcher unchanged. The registered callbacks are read on every call (a
-    module or test may replace the list after start-up).
+    hand it to the callbacks; in a large room whose state is not in the event
+    cache that is the whole cost of a message (docs/performance.md). The module
+    API cannot say which events a callback wants. So this wraps Synapse's
+    dispatcher: for an event whose type is not in ``event_types`` and that
+    ``concerns`` (cheap: no database access for most events) does not claim,
+    when the only registered callbacks are ``callback`` (which would allow it),
+    it answers "allowed" without loading state. Anything else goes through
+    Synapse's dispatcher. The callbacks are read on every call.
 
     Returns:
-        Whether the shortcut is in place (False: Synapse's layout is not the
-        one this was written for, and everything stays as Synapse does it).
+        Whether the shortcut is in place (False: Synapse is not as expected).
     """
     hs = getattr(api, "_hs", None)
     rules = hs.get_module_api_callbacks().third_party_event_rules if hs else None
@@ -96,7 +96,7 @@ def skip_state_load_for_other_event_types(
     ) -> tuple[bool, dict[str, Any] | None]:
         callbacks = getattr(rules, "_check_event_allowed_callbacks", None)
         if isinstance(callbacks, list) and all(cb == callback for cb in callbacks):
-            if event.type not in event_types:
+            if event.type not in event_types and not await concerns(event):
                 return True, None
             if freezes:
                 return await _check_unfrozen(hs, callback, event, context)

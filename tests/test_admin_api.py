@@ -371,6 +371,8 @@ class AdminApiTestCase(ParentRoomTestCase):
                 "users": [self.users[0]],
                 "joined_members": None,
                 "managed": False,
+                "capacity": None,
+                "counted_members": None,
             },
         )
         self.assertEqual(rooms[remote]["managed"], False)

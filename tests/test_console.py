@@ -418,3 +418,115 @@ class LiveViewTestCase(ConsoleBase):
             sorted([self.mod, *self.users[2:]]),
         )
         self.assertEqual(view["main_room_total"], 5)
+
+
+class ChooseInTheConsoleTestCase(ConsoleBase):
+    """A participant of a ``move: choose`` break-out: every room with how many
+    are in it, and "Join" (``POST .../api/rooms/{roomId}/join``)."""
+
+    def start_choose(self, capacity: int = 1, move: str = "choose") -> list[str]:
+        body: dict[str, Any] = {
+            "rooms": [{"name": "Room 1"}, {"name": "Room 2"}],
+            "move": move,
+            "room_capacity": capacity,
+        }
+        result = self.start(body)
+        return [r["room_id"] for r in result["rooms"]]
+
+    def view(self, tok: str) -> Any:
+        return self.get(f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}", tok)
+
+    def choose(self, tok: str, room_id: Any, expect: int = HTTPStatus.OK) -> Any:
+        channel = self.make_request(
+            "POST",
+            f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}/join",
+            {"room_id": room_id},
+            access_token=tok,
+        )
+        self.assertEqual(channel.code, expect, channel.json_body)
+        return channel.json_body
+
+    def test_participant_sees_every_room_and_joins_one(self) -> None:
+        first, second = self.start_choose()
+        user, tok = self.users[0], self.toks[self.users[0]]
+        view = self.view(tok)
+        self.assertIsNone(view["assignment"])
+        self.assertEqual(
+            [
+                (c["name"], c["members"], c["capacity"], c["full"])
+                for c in view["choose"]
+            ],
+            [("Room 1", 0, 1, False), ("Room 2", 0, 1, False)],
+        )
+        self.assertEqual(self.choose(tok, first), {"room_id": first})
+        self.assertEqual(self.membership_in(first, user), "join")
+        view = self.view(tok)
+        self.assertEqual(view["assignment"]["room_id"], first)
+        self.assertEqual(
+            [(c["members"], c["full"], c["mine"]) for c in view["choose"]],
+            [(1, True, True), (0, False, False)],
+        )
+        # From a console session (the widget) too: another room, and the
+        # first one is left, so one person holds one place.
+        session = self.session(user, tok)
+        self.assertEqual(self.choose(session, second), {"room_id": second})
+        self.assertEqual(self.membership_in(first, user), "leave")
+        self.assertEqual(self.membership_in(second, user), "join")
+
+    def test_a_full_room_refuses_and_says_so(self) -> None:
+        first, _ = self.start_choose()
+        self.choose(self.toks[self.users[0]], first)
+        other = self.toks[self.users[1]]
+        self.assertTrue(self.view(other)["choose"][0]["full"])
+        refused = self.choose(other, first, HTTPStatus.FORBIDDEN)
+        self.assertEqual(
+            refused,
+            {
+                "errcode": "ORG.MATRIX.MSC3985.ROOM_FULL",
+                "error": "Room 1 is full (1 of 1)",
+            },
+        )
+        self.assertIsNone(self.membership_in(first, self.users[1]))
+
+    def test_only_own_rooms_of_a_choose_breakout(self) -> None:
+        tok = self.toks[self.users[0]]
+        elsewhere = self.helper.create_room_as(
+            self.host, is_public=True, tok=self.host_tok
+        )
+        self.choose(tok, elsewhere, HTTPStatus.NOT_FOUND)  # no break-out yet
+        rooms = self.start_choose(move="invite")
+        self.assertIsNone(self.view(tok)["choose"])
+        error = self.choose(tok, rooms[0], HTTPStatus.FORBIDDEN)
+        self.assertEqual(error["error"], "in this break-out the host assigns the rooms")
+        self.call("DELETE", self.room_path())
+        self.start_choose()
+        error = self.choose(tok, elsewhere, HTTPStatus.FORBIDDEN)
+        self.assertIn("is not a room of this break-out", error["error"])
+        self.assertIsNone(self.membership_in(elsewhere, self.users[0]))
+        stranger = self.register_user("stranger", "pass")
+        self.choose(self.login("stranger", "pass"), rooms[0], HTTPStatus.FORBIDDEN)
+        self.assertIsNone(self.membership_in(rooms[0], stranger))
+
+    def test_bad_requests_are_400(self) -> None:
+        self.start_choose()
+        tok = self.toks[self.users[0]]
+        for body, errcode in [
+            ({}, "M_MISSING_PARAM"),
+            ({"room_id": "nope"}, "M_INVALID_PARAM"),
+            ({"room_id": "!a:test", "extra": 1}, "M_INVALID_PARAM"),
+        ]:
+            channel = self.make_request(
+                "POST",
+                f"{CONSOLE}/api/rooms/{urllib.parse.quote(self.parent)}/join",
+                body,
+                access_token=tok,
+            )
+            self.assertEqual(channel.code, HTTPStatus.BAD_REQUEST, channel.json_body)
+            self.assertEqual(channel.json_body["errcode"], errcode)
+        channel = self.make_request(
+            "POST",
+            f"{CONSOLE}/api/rooms/nope/join",
+            {"room_id": "!a:test"},
+            access_token=tok,
+        )
+        self.assertEqual(channel.code, HTTPStatus.BAD_REQUEST)

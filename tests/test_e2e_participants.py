@@ -4,6 +4,9 @@ against a real Synapse process; warnings across a restart.
 - A participant signs in with matrix-nio, finds the ``started`` notice in the
   main room, joins their room through its matrix.to link, and reads the
   ``welcome`` notice there (docs/participants.md).
+- Two clients race for the last place of a ``move: choose`` room with
+  ``room_capacity``: one joins, the other is refused ``ROOM_FULL``
+  (docs/rules.md, "Room capacity").
 - Warnings are sent once each, also when Synapse is killed and started again:
   one sent before the kill is not sent again; one whose time passed while
   Synapse was down is sent late, with the time actually left.
@@ -22,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import AsyncClient, JoinResponse, LoginResponse, RoomMessagesResponse
+from nio import (
+    AsyncClient,
+    JoinError,
+    JoinResponse,
+    LoginResponse,
+    RoomMessagesResponse,
+)
 from test_e2e import Homeserver, engines
 
 NOTICE_KEY = "org.matrix.msc3985.notice"
@@ -107,6 +116,47 @@ def test_a_client_joins_through_the_started_notice(
             await client.close()
 
     asyncio.run(as_participant())
+
+
+def test_two_clients_race_for_the_last_place(
+    participants_server: Homeserver,
+) -> None:
+    hs = participants_server
+    racers = [hs.synapse.register(f"racer{i}", password=f"racer-{i}") for i in (0, 1)]
+    for _, tok in racers:
+        hs.synapse.join(tok, hs.parent)
+    started = hs.api(
+        "POST",
+        hs.parent_path(),
+        {
+            "acting_user": hs.host,
+            "auto_assign": {"rooms": 3},
+            "move": "choose",
+            "room_capacity": 1,
+        },
+    )
+    rooms = [r["room_id"] for r in started["rooms"]]
+
+    async def race() -> None:
+        clients = [AsyncClient(hs.synapse.base_url, user) for user, _ in racers]
+        try:
+            for i, client in enumerate(clients):
+                assert isinstance(await client.login(f"racer-{i}"), LoginResponse)
+            for room in rooms:
+                # Both joins on the wire at once, for the one place.
+                results = await asyncio.gather(*(c.join(room) for c in clients))
+                won = [r for r in results if isinstance(r, JoinResponse)]
+                lost = [r for r in results if isinstance(r, JoinError)]
+                assert (len(won), len(lost)) == (1, 1), results
+                assert lost[0].status_code == "ORG.MATRIX.MSC3985.ROOM_FULL"
+                assert lost[0].message.endswith(" is full (1 of 1)"), lost[0].message
+        finally:
+            for client in clients:
+                await client.close()
+
+    asyncio.run(race())
+    got = hs.api("GET", hs.parent_path())["rooms"]
+    assert [(r["capacity"], r["counted_members"]) for r in got] == [(1, 1)] * 3
 
 
 def test_warnings_once_each_across_a_restart(participants_server: Homeserver) -> None:

@@ -176,9 +176,9 @@ class ForeignLocksTestCase(FaultTestBase):
             )
 
         async def record_and_lock(
-            op_id: str, room_id: str, index: int | None = None
+            op_id: str, room_id: str, index: int | None = None, capacity: Any = None
         ) -> None:
-            await record_room(op_id, room_id, index)
+            await record_room(op_id, room_id, index, capacity)
             await self.module_api.run_db_interaction("test_lock", lock_txn, room_id)
             locked.append(room_id)
 

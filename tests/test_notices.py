@@ -10,9 +10,11 @@ from synapse_breakout.matrix.notices import (
     EVENT_ID_KEY,
     MAX_CONTENT_BYTES,
     NOTICE_KEY,
+    HowToJoin,
     RoomLink,
     content_size,
     time_left,
+    time_of_day,
 )
 
 TABLE = RoomLink("!abc:example.org", "Table <1>", ("example.org",))
@@ -120,3 +122,29 @@ def test_time_left_in_words() -> None:
     assert time_left(3600) == "1 hour"
     assert time_left(5400) == "1 hour 30 minutes"
     assert time_left(7260) == "2 hours 1 minute"
+
+
+def test_time_of_day_for_a_banner_that_does_not_tick() -> None:
+    # 2026-08-24 14:30:59 UTC, seen from 14:00 the same day and from the day before.
+    at = 1787581859000
+    assert time_of_day(at, at - 1800_000) == "14:30 UTC"
+    assert time_of_day(at, at - 30 * 3600_000) == "2026-08-24 14:30 UTC"
+    started = notices.started("$ev", [(TABLE, [])], HowToJoin(until="14:30 UTC"))
+    assert started["body"].startswith(
+        "Break-out started, until 14:30 UTC: join your room.\n"
+    )
+
+
+def test_started_of_a_choose_breakout_says_choose_a_room() -> None:
+    how = HowToJoin(choose=True, capacity=8)
+    content = notices.started("$ev", [(TABLE, []), (PARENT, [])], how)
+    assert content["body"] == (
+        "Break-out started: choose a room (up to 8 people each).\n"
+        f"• Table <1> ({TABLE.url})\n• Main room ({PARENT.url})"
+    )
+    assert links(content["formatted_body"]) == [TABLE.url, PARENT.url]
+    one = HowToJoin(until="09:05 UTC", choose=True, capacity=1).headline
+    assert (
+        one
+        == "Break-out started, until 09:05 UTC: choose a room (up to 1 person each)."
+    )

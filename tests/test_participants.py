@@ -11,9 +11,10 @@ from harness import UNSTABLE, ParentRoomTestCase, links, module_config
 from synapse.rest.client import sync
 from tests.unittest import override_config
 
-from synapse_breakout.matrix.notices import EVENT_ID_KEY, NOTICE_KEY
+from synapse_breakout.matrix.notices import EVENT_ID_KEY, NOTICE_KEY, time_of_day
 
 CALL_MEMBER = "org.matrix.msc3401.call.member"
+PINNED = "m.room.pinned_events"
 WIDGETS = "im.vector.modular.widgets"
 
 
@@ -49,18 +50,19 @@ class NoticesTestCase(ParentRoomTestCase):
             ],
         )
         self.assertEqual(started["m.mentions"]["user_ids"], self.users[:3])
-        # Sent by the acting user, right after the break-out event (and
-        # followed by the console widget, once everyone was told).
+        # Sent by the acting user, right after the break-out event; then
+        # pinned (PinsTestCase), then the console widget once everyone was told.
         chunk = self.make_request(
             "GET",
             f"/_matrix/client/v3/rooms/{urllib.parse.quote(self.parent)}/messages"
-            "?dir=b&limit=3",
+            "?dir=b&limit=4",
             access_token=self.host_tok,
         ).json_body["chunk"]
         self.assertEqual(
             [(e["type"], e["sender"]) for e in chunk],
             [
                 ("im.vector.modular.widgets", self.host),
+                (PINNED, self.host),
                 ("m.room.message", self.host),
                 (UNSTABLE, self.host),
             ],
@@ -77,6 +79,12 @@ class NoticesTestCase(ParentRoomTestCase):
             self.assertIn(f"Welcome to {room['name']}!", welcome["body"])
             self.assertIn("You have 30 minutes.", welcome["body"])
             self.assertEqual(welcome["m.mentions"], {"user_ids": []})
+        # The parent's notice says when it ends, as a time of day.
+        (started,) = self.notices(self.parent, "started")
+        until = time_of_day(result["ends_at"], result["ends_at"] - 1800_000)
+        self.assertTrue(
+            started["body"].startswith(f"Break-out started, until {until}: ")
+        )
 
     def test_broadcast_and_ended_notices(self) -> None:
         result = self.start_two()
@@ -238,3 +246,115 @@ class DescribeTestCase(ParentRoomTestCase):
         self.assertNotEqual(after["event_id"], before["event_id"])
         self.assertEqual(after["started_at"], before["started_at"])
         self.assertEqual([r["name"] for r in after["rooms"]], names)
+
+
+class PinsTestCase(ParentRoomTestCase):
+    """``started`` pinned in the parent, each ``welcome`` in its room, both
+    unpinned at the end; the parent's other pins stay."""
+
+    def prepare(self, *args: Any) -> None:
+        super().prepare(*args)
+        self.agenda = self.helper.send(self.parent, "Agenda", tok=self.host_tok)[
+            "event_id"
+        ]
+        self.helper.send_state(
+            self.parent, PINNED, {"pinned": [self.agenda]}, tok=self.host_tok
+        )
+
+    def pins(self, room_id: str, tok: str | None = None) -> list[str]:
+        channel = self.make_request(
+            "GET",
+            f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/state/{PINNED}/",
+            access_token=tok or self.host_tok,
+        )
+        return list(channel.json_body["pinned"]) if channel.code == 200 else []
+
+    def notice_id(self, room_id: str, kind: str, tok: str | None = None) -> str:
+        channel = self.make_request(
+            "GET",
+            f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages"
+            "?dir=b&limit=100",
+            access_token=tok or self.host_tok,
+        )
+        for event in channel.json_body["chunk"]:
+            if event["content"].get(NOTICE_KEY) == kind:
+                return str(event["event_id"])
+        raise AssertionError(f"no {kind} notice in {room_id}")
+
+    def start_pinned(self, name: str = "A", **extra: Any) -> tuple[Any, list[str]]:
+        """A start of two rooms, its notices sent; (its answer, its rooms)."""
+        result = self.start(
+            {
+                "rooms": [
+                    {"name": f"{name}1", "users": self.users[:1]},
+                    {"name": f"{name}2", "users": self.users[1:2]},
+                ],
+                **extra,
+            }
+        )
+        self.pump(1)
+        rooms = [r["room_id"] for r in result["rooms"]]
+        self.assertIn(self.notice_id(self.parent, "started"), self.pins(self.parent))
+        for room in rooms:
+            self.assertEqual(self.pins(room), [self.notice_id(room, "welcome")])
+        return result, rooms
+
+    def test_started_pinned_beside_the_parents_pin_and_welcome_in_each_room(
+        self,
+    ) -> None:
+        self.start_pinned()
+        started = self.notice_id(self.parent, "started")
+        self.assertEqual(self.pins(self.parent), [self.agenda, started])
+
+    def test_delete_unpins_them_and_keeps_the_other_pin(self) -> None:
+        _, rooms = self.start_pinned()
+        self.call("DELETE", self.room_path())
+        self.assertEqual(self.pins(self.parent), [self.agenda])
+        for room in rooms:
+            self.assertEqual(self.pins(room), [])
+
+    def test_the_timer_unpins_them(self) -> None:
+        _, rooms = self.start_pinned(duration_seconds=600)
+        self.reactor.advance(602)
+        self.pump(1)
+        self.assertEqual(len(self.notices(self.parent, "ended")), 1)
+        self.assertEqual(self.pins(self.parent), [self.agenda])
+        for room in rooms:
+            self.assertEqual(self.pins(room), [])
+
+    def test_replace_unpins_the_old_and_pins_the_new(self) -> None:
+        _, old_rooms = self.start_pinned("A")
+        old_started = self.notice_id(self.parent, "started")
+        new = self.start(
+            {"rooms": [{"name": "B1", "users": self.users[2:3]}], "replace": True}
+        )
+        self.pump(1)
+        new_started = self.notice_id(self.parent, "started")
+        self.assertNotEqual(new_started, old_started)
+        self.assertEqual(self.pins(self.parent), [self.agenda, new_started])
+        for room in old_rooms:
+            self.assertEqual(self.pins(room), [])
+        new_room = new["rooms"][0]["room_id"]
+        self.assertEqual(self.pins(new_room), [self.notice_id(new_room, "welcome")])
+
+    def test_an_acting_user_who_may_not_pin_in_the_parent_starts_all_the_same(
+        self,
+    ) -> None:
+        levels = self.state(self.parent, "m.room.power_levels")
+        levels["events"][PINNED] = 100
+        self.helper.send_state(
+            self.parent, "m.room.power_levels", levels, tok=self.host_tok
+        )
+        result = self.start(
+            {"rooms": [{"name": "A", "users": self.users[:1]}], "acting_user": self.mod}
+        )
+        self.pump(1)
+        self.assertEqual(len(self.notices(self.parent, "started")), 1)
+        self.assertEqual(self.pins(self.parent), [self.agenda])
+        # In its own room the acting user (its creator) may pin.
+        room = result["rooms"][0]["room_id"]
+        welcome = self.notice_id(room, "welcome", self.mod_tok)
+        self.assertEqual(self.pins(room, self.mod_tok), [welcome])
+        self.call("DELETE", self.room_path())
+        self.assertEqual(self.pins(self.parent), [self.agenda])
+        self.assertEqual(self.pins(room, self.mod_tok), [])

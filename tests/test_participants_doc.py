@@ -26,6 +26,8 @@ START, END = "<!-- transcript:start -->\n", "<!-- transcript:end -->\n"
 class TranscriptTestCase(ParentRoomTestCase):
     def prepare(self, *args: Any) -> None:
         super().prepare(*args)
+        # The session begins at 14:00 UTC (the test clock starts near 0).
+        self.reactor.advance(14 * 3600 - self.clock.time())
         self.names = {self.parent: "!main"}
         self.helper.send_state(
             self.parent, "m.room.name", {"name": "Team meeting"}, tok=self.host_tok

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import BreakoutTestCase, find_module, probe_event
+from harness import BreakoutTestCase, find_module, probe_event, transactions_during
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
 from synapse.module_api.errors import ConfigError
@@ -45,13 +45,25 @@ class DispatcherShortcutTestCase(BreakoutTestCase):
         module = find_module(self.hs)
         self.assertTrue(
             synapse_adapter.skip_state_load_for_other_event_types(
-                self.module_api, module.check_event_allowed, BREAKOUT_EVENT_TYPES
+                self.module_api,
+                module.check_event_allowed,
+                BREAKOUT_EVENT_TYPES,
+                module.room_capacity.concerns,
             )
         )
 
     def test_other_event_types_skip_the_state_load(self) -> None:
         self.assertEqual(self.dispatch(event("m.room.message", None)), (True, None))
         self.assertEqual(self.dispatch(event("m.room.topic")), (True, None))
+
+    def test_membership_events_of_rooms_without_a_capacity_skip_it(self) -> None:
+        member = probe_event(
+            "m.room.member", {"membership": "join"}, "!a:test", "@u:test", "@u:test"
+        )
+        self.assertEqual(self.dispatch(member), (True, None))
+        # Asked once per room and process: then no database access at all.
+        again = transactions_during(self.hs, lambda: self.dispatch(member))
+        self.assertEqual(again, [])
 
     def test_breakout_events_still_load_state_and_run_the_rules(self) -> None:
         for event_type in BREAKOUT_EVENT_TYPES:
@@ -78,6 +90,7 @@ class DispatcherShortcutTestCase(BreakoutTestCase):
                 NotSynapse(),  # type: ignore[arg-type]
                 lambda: None,
                 BREAKOUT_EVENT_TYPES,
+                find_module(self.hs).room_capacity.concerns,
             )
         )
 

@@ -10,7 +10,9 @@ docs/operations.md). What SPEC section 7 promises for workers:
   tasks, here the main process);
 - recovery of a start whose worker died and never came back, within the
   lease (30 s) plus ``recovery_interval_seconds``;
-- the same ``txn_id`` sent to both workers at once creates one break-out.
+- the same ``txn_id`` sent to both workers at once creates one break-out;
+- ``room_capacity`` holds with joins sent to two workers at once: of two
+  joins racing for the last place, one gets it (docs/rules.md).
 
 Runs in ``tox -e workers`` (BREAKOUT_WORKERS=1; needs SYNAPSE_POSTGRES_*,
 ``redis-server`` and Synapse's ``redis`` extra); skipped elsewhere.
@@ -103,8 +105,9 @@ class RoutingProxy:
 
     ``/_synapse/client/breakout/`` goes to the workers in turn (as an nginx
     upstream with two servers does); everything else to the main process. A
-    test pins one request to a worker with the ``X-Upstream`` header, the way a
-    proxy's sticky routing would. ``served`` records who answered what.
+    test pins one request (of any path: a ``/join`` too, which generic workers
+    serve) to a worker with the ``X-Upstream`` header, the way a proxy's
+    sticky routing would. ``served`` records who answered what.
     """
 
     def __init__(self, main: SynapseProcess, workers: list[WorkerProcess]):
@@ -150,10 +153,10 @@ class RoutingProxy:
         self._thread.start()
 
     def route(self, path: str, pinned: str | None) -> SynapseProcess:
-        if not path.startswith("/_synapse/client/breakout/"):
-            return self.main
         if pinned:
             return self.workers[pinned]
+        if not path.startswith("/_synapse/client/breakout/"):
+            return self.main
         with self._lock:
             return next(self._turn)
 
@@ -505,6 +508,61 @@ def test_the_moderator_limit_holds_across_workers(deployment: Deployment) -> Non
     ), codes
     for path in parents:
         assert set(d.served_by("POST", path)) <= {"worker1", "worker2"}
+
+
+def test_room_capacity_holds_with_joins_sent_to_two_workers(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    p = Parent(d, "cap", members=2)
+    started = d.api(
+        "POST",
+        p.path,
+        {
+            "acting_user": p.host,
+            "auto_assign": {"rooms": 5},
+            "move": "choose",
+            "room_capacity": 1,
+        },
+    )
+    rooms = [r["room_id"] for r in started["rooms"]]
+
+    def join(
+        worker: str, tok: str, room: str, gate: threading.Barrier, answers: dict
+    ) -> None:
+        gate.wait()
+        try:
+            answers[worker] = d.front.request(
+                "POST",
+                f"/_matrix/client/v3/join/{urllib.parse.quote(room)}",
+                tok,
+                {},
+                headers={"X-Upstream": worker},
+            )
+        except HttpError as e:
+            answers[worker] = e
+
+    for room in rooms:
+        gate = threading.Barrier(2)
+        answers: dict[str, Any] = {}
+        threads = [
+            threading.Thread(target=join, args=(worker, tok, room, gate, answers))
+            for worker, (_, tok) in zip(("worker1", "worker2"), p.members, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        refused = [a for a in answers.values() if isinstance(a, HttpError)]
+        assert len(answers) == 2 and len(refused) == 1, answers
+        assert refused[0].status == 403, refused[0]
+        assert refused[0].body["errcode"] == "ORG.MATRIX.MSC3985.ROOM_FULL"
+    assert d.proxy is not None
+    quoted = {f"/join/{urllib.parse.quote(room)}" for room in rooms}
+    joins = [w for m, path, w in d.proxy.served if path.endswith(tuple(quoted))]
+    assert sorted(joins) == ["worker1"] * 5 + ["worker2"] * 5
+    got = d.api("GET", p.path)["rooms"]
+    assert [(r["capacity"], r["counted_members"]) for r in got] == [(1, 1)] * 5
 
 
 def test_sigkill_of_a_worker_mid_start_leaves_no_room(

@@ -34,7 +34,14 @@ from synapse_breakout.matrix.model import (
 #: The longest ``duration_seconds``: a week.
 MAX_DURATION_SECONDS = 7 * 24 * 3600
 #: The fields a plan fixes (docs/admin_api.md, "Plans"), besides its name.
-PLAN_FIELDS = ("rooms", "auto_assign", "join_rule", "move", "duration_seconds")
+PLAN_FIELDS = (
+    "rooms",
+    "auto_assign",
+    "join_rule",
+    "move",
+    "duration_seconds",
+    "room_capacity",
+)
 #: The fields of a start request.
 START_FIELDS = (
     *PLAN_FIELDS,
@@ -138,15 +145,25 @@ def parse_start_request(
     acting_user = get_str(body, "acting_user")
     if acting_user is not None and not is_valid_user_id(acting_user):
         raise bad("acting_user", f"{acting_user!r} is not a valid user ID")
+    placement = get_choice(body, "move", PlacementMode)
+    if placement is PlacementMode.CHOOSE:
+        for i, spec in enumerate(rooms or ()):
+            if spec.users:
+                raise bad(
+                    f"rooms[{i}].users",
+                    "move: choose assigns nobody (members choose their room): "
+                    "leave users out",
+                )
     return StartRequest(
         rooms=rooms,
         auto_assign=auto_assign,
         join_rule=get_choice(body, "join_rule", JoinRule),
-        placement=get_choice(body, "move", PlacementMode),
+        placement=placement,
         acting_user=acting_user,
         duration_seconds=get_int(body, "duration_seconds", 1, MAX_DURATION_SECONDS),
         replace=get_bool(body, "replace", False),
         txn_id=get_str(body, "txn_id"),
         wait=get_bool(body, "wait", True),
         from_plan="plan" in body,
+        room_capacity=get_int(body, "room_capacity", 1, config.max_users_per_room),
     )

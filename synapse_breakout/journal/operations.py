@@ -18,6 +18,7 @@ from synapse.module_api import LoggingTransaction, ModuleApi
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.journal.assignment import UserState, insert_plan_txn
+from synapse_breakout.journal.capacity import insert_capacity_txn
 from synapse_breakout.journal.locks import insert_lock_txn, release_lock_txn
 from synapse_breakout.journal.rows import (
     UNFINISHED,
@@ -126,15 +127,23 @@ def _over_quota_txn(
 
 
 def _record_room_txn(
-    txn: LoggingTransaction, op_id: str, room_id: str, index: int | None, now: int
+    txn: LoggingTransaction,
+    op_id: str,
+    room_id: str,
+    index: int | None,
+    now: int,
+    capacity: tuple[str, int] | None,
 ) -> None:
-    # One statement: the operation's progress (for recovery) is read from
-    # these rows, so the journal costs a running start no more than this.
+    # One statement (two with a capacity): the operation's progress (for
+    # recovery) is read from these rows, so the journal costs a running start
+    # no more than this.
     txn.execute(
         "INSERT INTO breakout_op_rooms (op_id, room_id, room_index, created_ts)"
         " VALUES (?, ?, ?, ?)",
         (op_id, room_id, index, now),
     )
+    if capacity is not None:
+        insert_capacity_txn(txn, room_id, op_id, *capacity)
 
 
 def _op_rooms_txn(txn: LoggingTransaction, op_id: str) -> list[str]:
@@ -313,9 +322,18 @@ class OperationStore:
         )
 
     async def record_room(
-        self, op_id: str, room_id: str, index: int | None = None
+        self,
+        op_id: str,
+        room_id: str,
+        index: int | None = None,
+        capacity: tuple[str, int] | None = None,
     ) -> None:
-        """Record a room the operation made (plan's ``index``-th) at once."""
+        """Record a room the operation made (plan's ``index``-th) at once.
+
+        Args:
+            capacity: (the parent, the start's ``room_capacity``), recorded
+                with the room (journal/capacity.py).
+        """
         await self._api.run_db_interaction(
             "breakout_record_room",
             _record_room_txn,
@@ -323,6 +341,7 @@ class OperationStore:
             room_id,
             index,
             self._api.get_current_time_msec(),
+            capacity,
         )
 
     async def rooms_of(self, op_id: str) -> list[str]:

@@ -23,21 +23,34 @@ logger = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
 _FINISHED = (OperationState.COMMITTED.value, OperationState.ROLLED_BACK.value)
+#: The tables whose rows go with their operation.
+_PER_OPERATION = (
+    "breakout_op_rooms",
+    "breakout_op_users",
+    "breakout_warnings",
+    "breakout_pins",
+    "breakout_room_capacity",
+)
 
 
 def _prune_txn(
     txn: LoggingTransaction, before: int, sessions_before: int
 ) -> tuple[int, int]:
-    """Delete finished operations (with their rooms, assignments and warnings),
-    verdicts and help requests older than ``before``, console sessions made
-    before ``sessions_before``."""
+    """Delete finished operations (with their rooms, assignments, warnings,
+    pins, capacities and places), verdicts and help requests older than
+    ``before``, console sessions made before ``sessions_before``."""
     old_ops = (
         "SELECT op_id FROM breakout_operations o WHERE o.state IN (?, ?)"
         " AND o.updated_ts < ? AND NOT EXISTS"
         " (SELECT 1 FROM breakout_active a WHERE a.op_id = o.op_id)"
     )
     args = (*_FINISHED, before)
-    for table in ("breakout_op_rooms", "breakout_op_users", "breakout_warnings"):
+    txn.execute(
+        "DELETE FROM breakout_seats WHERE room_id IN (SELECT room_id FROM"
+        f" breakout_room_capacity WHERE op_id IN ({old_ops}))",
+        args,
+    )
+    for table in _PER_OPERATION:
         txn.execute(f"DELETE FROM {table} WHERE op_id IN ({old_ops})", args)
     txn.execute(f"DELETE FROM breakout_operations WHERE op_id IN ({old_ops})", args)
     operations = txn.rowcount

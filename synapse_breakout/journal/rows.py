@@ -38,6 +38,8 @@ class StartParams(TypedDict, total=False):
     duration_seconds: int | None
     #: How many rooms the start creates (for its progress).
     rooms_total: int
+    #: How many members each room takes (None: no limit).
+    room_capacity: int | None
 
 
 @attrs.frozen

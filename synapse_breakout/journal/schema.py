@@ -255,6 +255,46 @@ _MIGRATIONS: Sequence[Sequence[str]] = (
         )
         """,
     ),
+    (
+        # The notices a start pinned (its `started` in the parent, each
+        # `welcome` in its room), for the end to unpin them and nothing else.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_pins (
+            op_id TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (op_id, room_id, event_id)
+        )
+        """,
+    ),
+    (
+        # The own rooms of starts with a room_capacity: how many members each
+        # takes. `claims` is bumped by every claim of a place, so that claims
+        # for one room take turns (journal/capacity.py).
+        """
+        CREATE TABLE IF NOT EXISTS breakout_room_capacity (
+            room_id TEXT NOT NULL PRIMARY KEY,
+            op_id TEXT NOT NULL,
+            parent_room_id TEXT NOT NULL,
+            capacity INTEGER NOT NULL,
+            claims BIGINT NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS breakout_room_capacity_op
+            ON breakout_room_capacity (op_id)
+        """,
+        # The places local joins took in those rooms: counted until the join
+        # shows in the room's state, or for a minute if it never does.
+        """
+        CREATE TABLE IF NOT EXISTS breakout_seats (
+            room_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            taken_ts BIGINT NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        )
+        """,
+    ),
 )
 
 #: The version the code expects. Append to ``_MIGRATIONS`` to migrate.

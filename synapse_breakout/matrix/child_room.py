@@ -2,10 +2,12 @@
 
 The one home of it (docs/admin_api.md, "acting_user"): the parent state a child
 copies (:data:`COPIED_STATE`), the power levels it copies
-(:func:`child_power_levels`), its room version, its join rule, and the marker in
+(:func:`child_power_levels`), the parent's call re-created with the child's
+own identifiers (calls.py), its room version, its join rule, and the marker in
 its create event that names the operation that made it
 (:data:`CREATION_MARKER`, read back by recovery and by GET's room order).
-:meth:`ChildRoomTemplate.request` builds one child's ``createRoom`` body.
+:meth:`ChildRoomTemplate.request` builds one child's ``createRoom`` body;
+:meth:`ChildRoomTemplate.after_creation` what a child gets once it exists.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ import attrs
 from synapse.module_api import EventBase, StateMap
 
 from synapse_breakout import synapse_adapter
+from synapse_breakout.matrix.calls import (
+    NO_CALLS,
+    ParentCalls,
+    child_call_state,
+    child_call_state_with_room_id,
+    random_id,
+)
 from synapse_breakout.matrix.model import ChildSpec, JoinRule
 from synapse_breakout.matrix.power import (
     ADMIN_POWER_LEVEL,
@@ -124,6 +133,15 @@ class ChildRoomTemplate:
 
     parent: str
     body: Mapping[str, Any]
+    #: The parent's call, which every child re-creates with its own IDs.
+    calls: ParentCalls = NO_CALLS
+    #: Random identifiers of the length asked (calls.py).
+    new_id: Callable[[int], str] = random_id
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the children are encrypted (they copy the parent's setting)."""
+        return any(e["type"] == "m.room.encryption" for e in self.body["initial_state"])
 
     @classmethod
     def from_parent(
@@ -133,12 +151,14 @@ class ChildRoomTemplate:
         acting: str,
         join_rule: JoinRule,
         keeps_level: Callable[[str], bool],
+        calls: ParentCalls = NO_CALLS,
     ) -> ChildRoomTemplate:
         """The template of ``parent``'s children, made by ``acting``.
 
         Args:
             keeps_level: the parent's members who keep their power level in
                 every child (its moderators).
+            calls: the parent's call state (calls.py).
         """
         version = child_room_version(room_version(state))
         initial_state: list[dict[str, Any]] = []
@@ -167,12 +187,16 @@ class ChildRoomTemplate:
         levels = child_power_levels(state, acting, version, keeps_level)
         if levels:
             body["power_level_content_override"] = levels
-        return cls(parent, body)
+        return cls(parent, body, calls)
 
     def request(self, op_id: str, index: int, spec: ChildSpec) -> dict[str, Any]:
         """One child's ``createRoom`` body: the template, its name and topic,
         and the marker naming the operation that makes it."""
         config = dict(self.body)
+        config["initial_state"] = [
+            *self.body["initial_state"],
+            *child_call_state(self.calls, self.encrypted, spec.name, self.new_id),
+        ]
         config["name"] = spec.name
         if spec.topic:
             config["topic"] = spec.topic
@@ -186,3 +210,9 @@ class ChildRoomTemplate:
             }
         }
         return config
+
+    def after_creation(self, room_id: str, name: str | None) -> list[dict[str, Any]]:
+        """The state events a child gets once it exists (``type``,
+        ``state_key``, ``content``): the part of its call named after its room
+        ID."""
+        return child_call_state_with_room_id(self.calls, room_id, name, self.new_id)

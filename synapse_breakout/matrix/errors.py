@@ -3,7 +3,8 @@
 - :func:`error_json`: the Matrix envelope ``{"errcode", "error"}`` of a
   ``SynapseError``, as reported for one room or user;
 - :class:`BreakoutActiveError`: every 409 (a break-out is active, an
-  operation is under way, the break-out changed meanwhile).
+  operation is under way, the break-out changed meanwhile);
+- :class:`RoomFullError`: the 403 of a join into a full break-out room.
 
 A 400 naming a request field is ``http.decoding.bad``.
 """
@@ -17,6 +18,8 @@ from synapse.module_api.errors import SynapseError
 
 #: The errcode of every 409 of the admin API.
 BREAKOUT_ACTIVE = "ORG.MATRIX.MSC3985.BREAKOUT_ACTIVE"
+#: The errcode of a join refused by ``room_capacity``.
+ROOM_FULL = "ORG.MATRIX.MSC3985.ROOM_FULL"
 
 
 class ErrorJson(TypedDict):
@@ -36,6 +39,15 @@ class BreakoutActiveError(SynapseError):
 
     def __init__(self, msg: str):
         super().__init__(HTTPStatus.CONFLICT, msg, BREAKOUT_ACTIVE)
+
+
+class RoomFullError(SynapseError):
+    """403: a join into a break-out room that has ``room_capacity`` members."""
+
+    def __init__(self, room: str, taken: int, capacity: int):
+        super().__init__(
+            HTTPStatus.FORBIDDEN, f"{room} is full ({taken} of {capacity})", ROOM_FULL
+        )
 
 
 def under_way(parent: str) -> BreakoutActiveError:

@@ -21,6 +21,7 @@ class PlacementMode(enum.StrEnum):
     INVITE = "invite"
     SUGGEST = "suggest"  # listed in the event only
     JOIN = "join"  # local users are joined, remote ones invited
+    CHOOSE = "choose"  # nobody assigned: members choose their room
 
 
 class JoinRule(enum.StrEnum):
@@ -70,6 +71,9 @@ class StartRequest:
     #: The rooms come from a plan (``plan``): planned users no longer in the
     #: parent are left out and reported, not a 400.
     from_plan: bool = False
+    #: How many joined members each room takes (the parent's moderators not
+    #: counted); None: no limit.
+    room_capacity: int | None = None
 
 
 class FailedRoom(ErrorJson):
@@ -123,6 +127,11 @@ class DescribedRoom(TypedDict):
     joined_members: int | None
     #: Whether the break-out made (owns) this room; others are never touched.
     managed: bool
+    #: The start's ``room_capacity`` (None: none, or not an own room).
+    capacity: int | None
+    #: The joined members that count against a capacity (the parent's
+    #: moderators do not); None for a room not owned or not known here.
+    counted_members: int | None
 
 
 class DescribeAnswer(TypedDict):

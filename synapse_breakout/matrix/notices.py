@@ -10,6 +10,7 @@ when and where each is sent.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import html
 import json
@@ -23,6 +24,8 @@ import attrs
 NOTICE_KEY = "org.matrix.msc3985.notice"
 #: The content key naming the break-out event a notice is about.
 EVENT_ID_KEY = "org.matrix.msc3985.breakout_event_id"
+#: What the notices say where the parent's call follows into each room.
+CALL_READY = "A call is ready"
 #: Synapse refuses events over 65,536 bytes; the envelope (IDs, hashes,
 #: signatures, auth and prev events) takes at most a few KiB of that.
 MAX_CONTENT_BYTES = 60_000
@@ -74,6 +77,15 @@ def time_left(seconds: int) -> str:
     if not hours:
         return _count(minutes, "minute")
     return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
+
+
+def time_of_day(at_ms: int, now_ms: int) -> str:
+    """``at_ms`` as a time of day in UTC ("14:30 UTC"), with the date when it
+    is not within the next 24 hours ("2026-08-25 14:30 UTC"): a pinned banner
+    does not tick, so it says when, not how long."""
+    at = datetime.datetime.fromtimestamp(at_ms / 1000, tz=datetime.UTC)
+    within_a_day = 0 <= at_ms - now_ms < 24 * 3600 * 1000
+    return at.strftime("%H:%M UTC" if within_a_day else "%Y-%m-%d %H:%M UTC")
 
 
 def _count(n: int, unit: str) -> str:
@@ -148,15 +160,41 @@ def content_size(content: dict[str, Any]) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
 
 
+@attrs.frozen
+class HowToJoin:
+    """What the ``started`` notice says besides the rooms."""
+
+    #: The deadline as a time of day (:func:`time_of_day`), if there is one.
+    until: str | None = None
+    #: ``move: choose``: members choose their room.
+    choose: bool = False
+    #: ``room_capacity``, if the start set one.
+    capacity: int | None = None
+    #: The parent has a call, re-created in every room (calls.py).
+    call: bool = False
+
+    @property
+    def headline(self) -> str:
+        text = "Break-out started" + (f", until {self.until}" if self.until else "")
+        text += ": choose a room" if self.choose else ": join your room"
+        if self.capacity is not None:
+            people = "1 person" if self.capacity == 1 else f"{self.capacity} people"
+            text += f" (up to {people} each)"
+        return text + "." + (f" {CALL_READY} in each room." if self.call else "")
+
+
 def started(
-    event_id: str, rooms: Sequence[tuple[RoomLink, Sequence[str]]]
+    event_id: str,
+    rooms: Sequence[tuple[RoomLink, Sequence[str]]],
+    how: HowToJoin = HowToJoin(),
 ) -> dict[str, Any]:
-    """In the parent: every child with its link and its users.
+    """In the parent: every child with its link and its users, the deadline as
+    a time of day, and whether people choose their room.
 
     The users are left out when the notice would be too large for an event.
     """
     for with_users in (True, False):
-        message = _Message().text("Break-out started: join your room.")
+        message = _Message().text(how.headline)
         for room, users in rooms:
             message.line().text("• ").room(room)
             if with_users and users:
@@ -168,13 +206,20 @@ def started(
 
 
 def welcome(
-    event_id: str, room_name: str | None, parent: RoomLink, seconds_left: int | None
+    event_id: str,
+    room_name: str | None,
+    parent: RoomLink,
+    seconds_left: int | None,
+    call: bool = False,
 ) -> dict[str, Any]:
-    """In each child: which break-out this is, the way back, the time."""
+    """In each child: which break-out this is, the way back, the time, and
+    whether a call is ready (the parent's, re-created here)."""
     message = _Message().text(f"Welcome to {room_name}! " if room_name else "Welcome! ")
     message.text("This is a break-out room of ").room(parent).text(".")
     if seconds_left is not None:
         message.text(f" You have {time_left(seconds_left)}.")
+    if call:
+        message.text(f" {CALL_READY} in this room.")
     return message.content(NoticeKind.WELCOME, event_id)
 
 

@@ -114,6 +114,11 @@ def may_post(user_id: str, state: StateMap) -> bool:
     return user_power_level(user_id, state) >= needed
 
 
+def may_send_state(user_id: str, event_type: str, state: StateMap) -> bool:
+    """Whether ``user_id``'s power level lets them send this state event."""
+    return user_power_level(user_id, state) >= required_level_to_send(event_type, state)
+
+
 def join_rule(state: StateMap) -> str | None:
     """The join rule the room's join-rules event names; None without one."""
     event = state.get(("m.room.join_rules", ""))

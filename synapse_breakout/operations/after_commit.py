@@ -98,7 +98,9 @@ class AfterCommit:
                 parent,
                 replaced,
             )
-        return await self._placed_and_announced(op, answer)
+        return await self._placed_and_announced(
+            op, answer, replacing=replaced.op_id if replaced is not None else None
+        )
 
     async def commit(
         self, op: Operation, event_id: str, sent_ts: int, rooms: list[CreatedRoom]
@@ -141,12 +143,18 @@ class AfterCommit:
         return answer
 
     async def _placed_and_announced(
-        self, op: Operation, answer: StartAnswer, resumed: bool = False
+        self,
+        op: Operation,
+        answer: StartAnswer,
+        resumed: bool = False,
+        replacing: str | None = None,
     ) -> StartAnswer:
         """Place the users, then tell everyone (in the background).
 
         Args:
             resumed: a placement a dead process began (place_users.py).
+            replacing: the start operation of the break-out this one replaced
+                (its pinned ``started`` gives way to this one's).
         """
         try:
             answer = await self._placer.place_start(op, answer, resumed)
@@ -156,22 +164,18 @@ class AfterCommit:
             return e.answer  # ended meanwhile: its end was announced instead
         # In the background: the answer does not wait for the notices.
         self._api.run_as_background_process(
-            "breakout_start_notices", self._announce, op, answer
+            "breakout_start_notices", self._announce, op, answer, replacing
         )
         return answer
 
-    async def _announce(self, op: Operation, answer: StartAnswer) -> None:
+    async def _announce(
+        self, op: Operation, answer: StartAnswer, replacing: str | None
+    ) -> None:
         """``started`` right after the break-out event, ``welcome`` in each
-        child, then the console widget in the parent."""
+        child (each pinned), then the console widget in the parent."""
         assert op.acting_user is not None  # every start operation has one
         await self._api.sleep(0)  # let the start answer first
-        await self._announcer.after_start(
-            op.acting_user,
-            op.parent_room_id,
-            answer["event_id"],
-            answer["rooms"],
-            answer["ends_at"],
-        )
+        await self._announcer.after_start(op, answer, replacing)
         await self._widget.add(op.parent_room_id, op.acting_user)
 
     async def resume_placement(self, op: Operation, answer: StartAnswer) -> None:

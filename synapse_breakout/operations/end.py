@@ -83,7 +83,14 @@ class Ender:
             await self._widget.remove(parent, acting)
             inviter = running.acting_user if running is not None else None
             failed_rooms = await self._closer.close(
-                acting, parent, found.event.event_id, own, inviter, message, close_rooms
+                acting,
+                parent,
+                found.event.event_id,
+                running.op_id if running is not None else None,
+                own,
+                inviter,
+                message,
+                close_rooms,
             )
             logger.info("Ended the break-out in %s (%s)", parent, ended.event_id)
             return {

@@ -56,7 +56,9 @@ def stored_json(plan: StoredPlan) -> PlanJson:
 
 def last_json(ended: EndedBreakout) -> PlanJson:
     """The synthetic plan ``last``: the rooms, names and assignment of the
-    break-out that ended, and how its people were moved."""
+    break-out that ended, how its people were moved, its duration and its
+    rooms' capacity. (In a ``move: choose`` break-out nobody was assigned:
+    its rooms come back empty, to be chosen again.)"""
     shown: dict[str, Any] = {
         "plan_id": LAST_PLAN,
         "name": LAST_NAME,
@@ -65,8 +67,9 @@ def last_json(ended: EndedBreakout) -> PlanJson:
     for field, key in (("move", "move"), ("join_rule", "join_rule")):
         if isinstance(ended.request.get(key), str):
             shown[field] = ended.request[key]
-    if isinstance(ended.request.get("duration_seconds"), int):
-        shown["duration_seconds"] = ended.request["duration_seconds"]
+    for key in ("duration_seconds", "room_capacity"):
+        if isinstance(ended.request.get(key), int):
+            shown[key] = ended.request[key]
     shown["updated_at"] = ended.started_ts
     return cast(PlanJson, shown)
 

@@ -28,6 +28,7 @@ from synapse.module_api.errors import SynapseError
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.assignment import UserState
+from synapse_breakout.journal.capacity import CapacityStore
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.ownership import Ownership
 from synapse_breakout.journal.rows import (
@@ -36,6 +37,7 @@ from synapse_breakout.journal.rows import (
     OverQuota,
     StartQuota,
 )
+from synapse_breakout.matrix.calls import CALL_STATE, parent_calls
 from synapse_breakout.matrix.child_room import ChildRoomTemplate
 from synapse_breakout.matrix.content import (
     BreakoutChild,
@@ -45,6 +47,7 @@ from synapse_breakout.matrix.content import (
 )
 from synapse_breakout.matrix.errors import under_way
 from synapse_breakout.matrix.model import (
+    ChildSpec,
     CreatedRoom,
     PlacementMode,
     StartAnswer,
@@ -105,6 +108,7 @@ class Starter:
         pacer: Pacer,
         closer: Closer,
         after_commit: AfterCommit,
+        capacity: CapacityStore,
     ):
         self._config = config
         self._api = api
@@ -117,6 +121,7 @@ class Starter:
         self._pacer = pacer
         self._closer = closer
         self._after_commit = after_commit
+        self._capacity = capacity
 
     async def start(
         self, requester: str, parent: str, req: StartRequest, limited: bool = False
@@ -185,6 +190,7 @@ class Starter:
                 "join_rule": req.join_rule.value,
                 "duration_seconds": req.duration_seconds,
                 "rooms_total": len(checked.plan),
+                "room_capacity": req.room_capacity,
             },
         )
         suggest = req.placement is PlacementMode.SUGGEST
@@ -250,13 +256,14 @@ class Starter:
         self, prepared: Prepared
     ) -> tuple[EventBase, list[CreatedRoom]]:
         """Every child room, each recorded once it exists, then the event."""
-        op, checked = prepared.op, prepared.checked
+        checked = prepared.checked
         template = ChildRoomTemplate.from_parent(
             checked.parent,
             checked.state,
             checked.acting,
             prepared.req.join_rule,
             lambda user: self._parents.is_moderator(user, checked.state),
+            parent_calls(await self._api.get_room_state(checked.parent, CALL_STATE)),
         )
         rooms: list[CreatedRoom] = []
         for index, spec in enumerate(checked.plan):
@@ -264,12 +271,7 @@ class Starter:
             # Synapse's room-creation limit; moderator_starts_per_hour and
             # the caller checks bound them instead (docs/security.md).
             async with self._pacer.step():
-                room_id, _ = await self._api.create_room(
-                    checked.acting,
-                    template.request(op.op_id, index, spec),
-                    ratelimit=False,
-                )
-                await self._store.record_room(op.op_id, room_id, index)
+                room_id = await self._create_room(prepared, template, index, spec)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))
             )
@@ -286,3 +288,34 @@ class Starter:
             self._config.event_type, checked.parent, checked.acting, content.to_json()
         )
         return event, rooms
+
+    async def _create_room(
+        self,
+        prepared: Prepared,
+        template: ChildRoomTemplate,
+        index: int,
+        spec: ChildSpec,
+    ) -> str:
+        """One child room, made of the template and recorded at once."""
+        op, acting, capacity = (
+            prepared.op,
+            prepared.checked.acting,
+            prepared.req.room_capacity,
+        )
+        room_id, _ = await self._api.create_room(
+            acting, template.request(op.op_id, index, spec), ratelimit=False
+        )
+        await self._store.record_room(
+            op.op_id,
+            room_id,
+            index,
+            (op.parent_room_id, capacity) if capacity is not None else None,
+        )
+        if capacity is not None:
+            # Its creator's join asked (hooks/room_capacity.py) before.
+            await self._capacity.forget(room_id)
+        for event in template.after_creation(room_id, spec.name):
+            await self._api.create_and_send_event_into_room(
+                {**event, "room_id": room_id, "sender": acting}
+            )
+        return room_id

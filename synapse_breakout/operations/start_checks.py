@@ -6,9 +6,10 @@ them (the request body's fields are http/start_request.py's):
 2. ``moderator_starts_per_hour`` for delegated moderators;
 3. the parent is known (404); the acting user is a local moderator who may
    send the break-out event (rooms/acting.py);
-4. the plan: each room's users within ``max_users_per_room``, listed users
-   members of the parent (``users_must_be_members``), ``auto_assign``'s
-   arithmetic (matrix/auto_assign.py);
+4. the plan: each room's users within ``max_users_per_room`` and
+   ``room_capacity``, listed users members of the parent
+   (``users_must_be_members``), ``auto_assign``'s arithmetic
+   (matrix/auto_assign.py); ``move: choose`` assigns nobody;
 5. the size rule: the break-out event stays within Synapse's event size limit;
    the users' lists are left out of it (``invite``, ``join``) or the start is
    refused (``suggest``) when they would not fit;
@@ -20,6 +21,7 @@ docs/admin_api.md lists the answers; docs/security.md why each limit is there.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Sequence
 from http import HTTPStatus
 
@@ -143,13 +145,21 @@ def plan_children(
         else:
             users = list(req.auto_assign.users)
         plan = auto_rooms(req.auto_assign, users, config.max_child_rooms)
+        if req.placement is PlacementMode.CHOOSE:
+            # The arithmetic gave the number of rooms; members choose.
+            return Planned(tuple(attrs.evolve(spec, users=()) for spec in plan))
+    most = min(config.max_users_per_room, req.room_capacity or sys.maxsize)
     for i, spec in enumerate(plan):
         field = f"rooms[{i}].users" if req.rooms is not None else "auto_assign.users"
-        if len(spec.users) > config.max_users_per_room:
+        if len(spec.users) > most:
+            limit = (
+                f"a room_capacity of {req.room_capacity}"
+                if most == req.room_capacity
+                else f"at most {most} are allowed"
+            )
             raise SynapseError(
                 HTTPStatus.BAD_REQUEST,
-                f"{field}: {len(spec.users)} users for one room; at most "
-                f"{config.max_users_per_room} are allowed",
+                f"{field}: {len(spec.users)} users for one room; {limit}",
                 Codes.INVALID_PARAM,
             )
     if not (members_checked and config.users_must_be_members and joined is None):

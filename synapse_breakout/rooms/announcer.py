@@ -3,7 +3,8 @@
 Always after the change is committed, and best effort: a notice that cannot
 be sent is logged (or, where the caller asked for it, reported), never rolled
 back. Notices for several rooms go out a few at a time in parallel; a start's
-go out in the background, after its answer (docs/participants.md).
+go out in the background, after its answer, and are pinned (rooms/pins.py;
+docs/participants.md).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from synapse.module_api.errors import Codes, SynapseError
 from twisted.internet import defer
 
 from synapse_breakout.config import BreakoutConfig
+from synapse_breakout.journal.rows import Operation
 from synapse_breakout.matrix import notices
-from synapse_breakout.matrix.model import ChildRoomJson
+from synapse_breakout.matrix.calls import CALL_STATE, parent_calls
+from synapse_breakout.matrix.model import PlacementMode, StartAnswer
 from synapse_breakout.matrix.notices import RoomLink
+from synapse_breakout.rooms.pins import Pinner
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +59,10 @@ async def bounded(
 class Announcer:
     """Posts the notices of each occasion, as the user acting for the break-out."""
 
-    def __init__(self, config: BreakoutConfig, api: ModuleApi):
+    def __init__(self, config: BreakoutConfig, api: ModuleApi, pinner: Pinner):
         self._config = config
         self._api = api
+        self._pinner = pinner
 
     @property
     def enabled(self) -> bool:
@@ -113,32 +118,58 @@ class Announcer:
     # --- the occasions ------------------------------------------------------------
 
     async def after_start(
-        self,
-        sender: str,
-        parent: str,
-        event_id: str,
-        rooms: Sequence[ChildRoomJson],
-        ends_at: int | None,
+        self, op: Operation, answer: StartAnswer, replacing: str | None = None
     ) -> None:
         """``started`` in the parent, then ``welcome`` in each child, once the
-        users were placed (operations/after_commit.py runs it after the
-        start's answer)."""
+        users were placed, each pinned (operations/after_commit.py runs it in
+        the background, after the start's answer).
+
+        Args:
+            replacing: the start operation of the break-out this one replaced,
+                whose ``started`` this one's takes the place of among the
+                parent's pins.
+        """
         if not self.enabled:
             return
+        assert op.acting_user is not None  # every start operation has one
+        sender, parent, event_id = op.acting_user, op.parent_room_id, answer["event_id"]
+        rooms, ends_at = answer["rooms"], answer["ends_at"]
         links = [
             (RoomLink(r["room_id"], r["name"], tuple(r["via"])), list(r["users"]))
             for r in rooms
         ]
-        await self.send(sender, [(parent, notices.started(event_id, links))])
+        now = self._api.get_current_time_msec()
+        calls = parent_calls(await self._api.get_room_state(parent, CALL_STATE))
+        how = notices.HowToJoin(
+            until=notices.time_of_day(ends_at, now) if ends_at is not None else None,
+            choose=op.request.get("move") == PlacementMode.CHOOSE,
+            capacity=op.request.get("room_capacity"),
+            call=calls.ready,
+        )
+        started = await self.send(
+            sender, [(parent, notices.started(event_id, links, how))]
+        )
         parent_link = await self.room_link(parent)
         left = self.seconds_left(ends_at)
-        await self.send(
+        welcomed = await self.send(
             sender,
             [
-                (r["room_id"], notices.welcome(event_id, r["name"], parent_link, left))
+                (
+                    r["room_id"],
+                    notices.welcome(event_id, r["name"], parent_link, left, how.call),
+                )
                 for r in rooms
             ],
         )
+
+        async def pin(sent: tuple[str, str | SynapseError]) -> None:
+            room_id, result = sent
+            notice = result if isinstance(result, str) else None
+            old = replacing if room_id == parent else None
+            if notice is not None or old is not None:
+                await self._pinner.pin(op.op_id, parent, sender, room_id, notice, old)
+
+        await bounded([*started.items(), *welcomed.items()], pin, PARALLEL_SENDS)
 
     def seconds_left(self, ends_at: int | None) -> int | None:
         """Whole seconds from now until ``ends_at`` (rounded up)."""

@@ -2,7 +2,8 @@
 or by a start that replaces it (``replace: true``).
 
 The one home of that treatment (docs/admin_api.md): the acting user enters
-each own room, an ``ended`` notice goes out (docs/participants.md), and the
+each own room, an ``ended`` notice goes out (docs/participants.md), the
+notices its start pinned are unpinned (in the parent too), and the
 invitations nobody accepted are withdrawn, or with ``close_rooms`` every member
 is removed. Rooms added to the event by hand are never touched (parent.py's
 ``own_rooms``). Best effort: each room that fails is reported, the rest go on.
@@ -23,16 +24,18 @@ from synapse_breakout.matrix.model import FailedRoom
 from synapse_breakout.rooms.announcer import Announcer
 from synapse_breakout.rooms.memberships import Memberships
 from synapse_breakout.rooms.parent import ParentRooms
+from synapse_breakout.rooms.pins import Pinner
 
 logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
 class Replaced:
-    """The break-out a start replaces: its event and own rooms, and who can
-    let the acting user into them."""
+    """The break-out a start replaces: its event, start operation and own
+    rooms, and who can let the acting user into them."""
 
     event_id: str
+    op_id: str
     own: list[str]
     inviter: str | None
 
@@ -46,17 +49,20 @@ class Closer:
         parents: ParentRooms,
         memberships: Memberships,
         announcer: Announcer,
+        pinner: Pinner,
     ):
         self._store = store
         self._parents = parents
         self._memberships = memberships
         self._announcer = announcer
+        self._pinner = pinner
 
     async def close(
         self,
         acting: str,
         parent: str,
         event_id: str,
+        op_id: str | None,
         own: Sequence[str],
         inviter: str | None,
         message: str | None = None,
@@ -66,6 +72,8 @@ class Closer:
         """End the break-out ``event_id`` of ``parent`` in its ``own`` rooms.
 
         Args:
+            op_id: the start operation that made it (None: made by hand),
+                whose pins are removed.
             inviter: who can invite ``acting`` into a room it is not in (the
                 break-out's acting user).
             tell_parent: also post ``ended`` in the parent (not when a new
@@ -83,6 +91,11 @@ class Closer:
             for room_id, result in sent.items()
             if isinstance(result, SynapseError)
         ]
+        if op_id is not None:
+            # A replacing start's `started` takes the place of this one's in
+            # the parent's pins (rooms/pins.py).
+            pinned_in = [parent, *entered] if tell_parent else entered
+            await self._pinner.unpin(op_id, acting, pinned_in)
         for room_id in entered:
             error = await self._empty(acting, room_id, close_rooms)
             if error is not None:
@@ -113,10 +126,13 @@ class Closer:
         if not own:
             return None
         running = await self._store.get_running(parent)
+        if running is None:
+            return None
         return Replaced(
             current.event.event_id,
+            running.op_id,
             [r for r in current.content.room_ids if r in own],
-            running.acting_user if running is not None else None,
+            running.acting_user,
         )
 
     async def close_replaced(
@@ -129,6 +145,7 @@ class Closer:
             acting,
             parent,
             replaced.event_id,
+            replaced.op_id,
             replaced.own,
             replaced.inviter,
             tell_parent=False,

@@ -62,6 +62,13 @@ class Room:
         )
         for _, token, _ in self.members:
             server.synapse.join(token, self.parent)
+        self.server = server
+
+    def start(self, body: dict[str, Any]) -> Any:
+        """A break-out started by the host through the admin API."""
+        return self.server.request(
+            "POST", f"{API}/rooms/{q(self.parent)}", self.host_token, body
+        )
 
 
 def open_widget(
@@ -126,12 +133,7 @@ def test_participant_opens_their_room_through_the_client(
     server: Server, browser: Any, client_origin: str
 ) -> None:
     room = Room(server, "wpart")
-    result = server.request(
-        "POST",
-        f"{API}/rooms/{q(room.parent)}",
-        room.host_token,
-        {"auto_assign": {"rooms": 1}, "duration_seconds": 600},
-    )
+    result = room.start({"auto_assign": {"rooms": 1}, "duration_seconds": 600})
     child = result["rooms"][0]
     user, token, _ = room.members[0]
     page, console = open_widget(
@@ -145,6 +147,31 @@ def test_participant_opens_their_room_through_the_client(
     assert page.evaluate("window.navigatedTo") == (
         f"https://matrix.to/#/{child['room_id']}?via=localhost"
     )
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_participant_chooses_a_room_through_the_client(
+    server: Server, browser: Any, client_origin: str
+) -> None:
+    room = Room(server, "wchoose")
+    result = room.start(
+        {"auto_assign": {"rooms": 2}, "move": "choose", "room_capacity": 1}
+    )
+    child = next(r for r in result["rooms"] if r["name"] == "Room 2")
+    user, token, _ = room.members[0]
+    page, console = open_widget(
+        browser, client_origin, server, user, token, room.parent
+    )
+    choice = console.locator("li.choice").filter(has_text="Room 2")
+    choice.get_by_role("button", name="Join Room 2").click()
+    # Joined by the console session, then opened in the client.
+    page.wait_for_function("window.navigatedTo !== undefined")
+    assert page.evaluate("window.navigatedTo") == (
+        f"https://matrix.to/#/{child['room_id']}?via=localhost"
+    )
+    assert server.membership(child["room_id"], user, room.host_token) == "join"
+    console.get_by_role("heading", name="Your break-out room").wait_for()
     assert page.js_errors == []
     page.context.close()
 
@@ -223,12 +250,7 @@ def test_participants_find_the_console_in_the_room_while_a_break_out_runs(
     widgets, a client embeds it from there, the end takes it away."""
     room = Room(server, "found")
     assert widget_state(server, room) is None
-    result = server.request(
-        "POST",
-        f"{API}/rooms/{q(room.parent)}",
-        room.host_token,
-        {"auto_assign": {"rooms": 2}, "duration_seconds": 600},
-    )
+    result = room.start({"auto_assign": {"rooms": 2}, "duration_seconds": 600})
     content = widget_state(server, room, present=True)
     assert content["name"] == "Break-out rooms"
     user, token, _ = room.members[1]

@@ -6,9 +6,11 @@
   (sessions.py);
 - ``/api/rooms``, ``/api/rooms/{roomId}`` (``?since=``: "nothing changed"
   cheaply) and ``/api/rooms/{roomId}/members`` (``?from=&search=``: a page)
-  (GET): what the page shows its user (view.py).
+  (GET): what the page shows its user (view.py);
+- ``/api/rooms/{roomId}/join`` (POST): a participant of a ``move: choose``
+  break-out joins the room they choose (operations/choose.py).
 
-Every action the page takes goes to the admin API; docs/console.md.
+Every other action the page takes goes to the admin API; docs/console.md.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from twisted.web.resource import IResource, Resource
 from synapse_breakout.http.access import Caller, authenticate
 from synapse_breakout.http.console.sessions import ConsoleSessions
 from synapse_breakout.http.console.view import ConsoleView
-from synapse_breakout.http.decoding import path_segments, query_param, read_json_body
+from synapse_breakout.http.decoding import (
+    check_keys,
+    path_segments,
+    query_param,
+    read_json_body,
+    require_id,
+)
 from synapse_breakout.matrix.content import is_valid_room_id
+from synapse_breakout.operations.choose import Chooser
 
 CONSOLE_PATH = "/_synapse/client/breakout/console"
 
@@ -103,16 +112,35 @@ class ConsoleResource(Resource):
         return b""
 
 
+def _room_id(segment: str) -> str:
+    """The ``{roomId}`` of a path: 400 unless it is a room ID."""
+    if not is_valid_room_id(segment):
+        raise SynapseError(
+            HTTPStatus.BAD_REQUEST,
+            f"roomId: {segment!r} is not a valid room ID",
+            Codes.INVALID_PARAM,
+        )
+    return segment
+
+
 class ConsoleApiResource(DirectServeJsonResource):
-    """``api/session``, ``api/rooms`` and ``api/rooms/{roomId}``."""
+    """``api/session``, ``api/rooms``, ``api/rooms/{roomId}`` and
+    ``api/rooms/{roomId}/join``."""
 
     isLeaf = True  # noqa: N815 (Twisted's name)
 
-    def __init__(self, api: ModuleApi, sessions: ConsoleSessions, view: ConsoleView):
+    def __init__(
+        self,
+        api: ModuleApi,
+        sessions: ConsoleSessions,
+        view: ConsoleView,
+        chooser: Chooser,
+    ):
         super().__init__()
         self._api = api
         self._sessions = sessions
         self._view = view
+        self._chooser = chooser
 
     async def _caller(self, request: SynapseRequest) -> Caller:
         """The signed-in caller: a console session, or an access token."""
@@ -123,8 +151,25 @@ class ConsoleApiResource(DirectServeJsonResource):
             )
         return caller
 
+    async def _join(self, request: SynapseRequest, segment: str) -> dict[str, str]:
+        """A participant's choice of room: authentication first, then the
+        path, then the body."""
+        caller = await self._caller(request)
+        # Suspended: told so, as Synapse's join would. (A shadow-banned user
+        # joins rooms in Synapse as anyone does.)
+        caller.check_may_change("POST")
+        parent = _room_id(segment)
+        caller.check_session_room(parent)
+        body = read_json_body(request)
+        check_keys(body, ("room_id",))
+        room_id = require_id(body, "room_id", is_valid_room_id, "room ID")
+        return await self._chooser.choose(caller.user_id, parent, room_id)
+
     async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, Any]:  # noqa: N802
-        if path_segments(request) != ["session"]:
+        segments = path_segments(request)
+        if len(segments) == 3 and segments[0] == "rooms" and segments[2] == "join":
+            return HTTPStatus.OK, await self._join(request, segments[1])
+        if segments != ["session"]:
             raise SynapseError(
                 HTTPStatus.NOT_FOUND, "unrecognised request", Codes.UNRECOGNIZED
             )
@@ -143,19 +188,14 @@ class ConsoleApiResource(DirectServeJsonResource):
         if segments == ["rooms"]:
             return HTTPStatus.OK, await self._view.rooms(caller)
         if len(segments) in (2, 3) and segments[0] == "rooms":
-            if not is_valid_room_id(segments[1]):
-                raise SynapseError(
-                    HTTPStatus.BAD_REQUEST,
-                    f"roomId: {segments[1]!r} is not a valid room ID",
-                    Codes.INVALID_PARAM,
-                )
+            room_id = _room_id(segments[1])
             if len(segments) == 2:
                 since = query_param(request, "since", 64)
-                return HTTPStatus.OK, await self._view.room(caller, segments[1], since)
+                return HTTPStatus.OK, await self._view.room(caller, room_id, since)
             if segments[2] == "members":
                 return HTTPStatus.OK, await self._view.members(
                     caller,
-                    segments[1],
+                    room_id,
                     query_param(request, "from") or "",
                     query_param(request, "search", 100) or "",
                 )

@@ -3,7 +3,9 @@
 Read-only, and never more than the user could read with their own access
 token: rooms they are joined to, the members of those rooms, the break-out
 events in them and, for a participant, only their own break-out room and the
-time left (docs/console.md). Every action goes through the admin API.
+time left, and in a ``move: choose`` break-out every room with how many are in
+it (docs/console.md). Every action goes through the admin API, but a
+participant's choice of room (operations/choose.py).
 
 The console polls a room's view every 3 s. Each answer has a ``version``
 drawn from a few indexed queries (:meth:`ConsoleView.version`); asked again
@@ -30,6 +32,7 @@ from synapse_breakout.journal.help import HelpStore
 from synapse_breakout.journal.operations import OperationStore
 from synapse_breakout.journal.synapse_tables import SynapseTables
 from synapse_breakout.matrix.content import newest_breakout
+from synapse_breakout.matrix.model import PlacementMode
 from synapse_breakout.matrix.power import StateMap, membership
 from synapse_breakout.operations.describe import Describer
 from synapse_breakout.rooms.parent import ParentRooms
@@ -163,6 +166,7 @@ class ConsoleView:
             "ends_at": breakout["ends_at"],
         }
         if not host:
+            view["choose"] = await self._choices(caller.user_id, room_id, breakout)
             view["assignment"] = _assignment_view(caller.user_id, breakout)
             return view
         view.update(await self._people.page(room_id, state))
@@ -229,6 +233,32 @@ class ConsoleView:
             )
         names = await self._api.get_room_state(room_id, [("m.room.name", "")])
         return {**state, **names}
+
+    async def _choices(
+        self, user_id: str, parent: str, breakout: Mapping[str, Any]
+    ) -> list[dict[str, Any]] | None:
+        """In a running ``move: choose`` break-out, every own room with how
+        many are in it (the members a capacity counts), its capacity, whether
+        it is full and whether ``user_id`` is in it; None in any other."""
+        running = await self._store.get_running(parent)
+        if not breakout["active"] or running is None:
+            return None
+        if running.mode is not PlacementMode.CHOOSE:
+            return None
+        return [
+            {
+                "room_id": room["room_id"],
+                "name": room["name"],
+                "via": room["via"],
+                "members": room["counted_members"],
+                "capacity": room["capacity"],
+                "full": room["capacity"] is not None
+                and (room["counted_members"] or 0) >= room["capacity"],
+                "mine": room["members"].get(user_id) == "join",
+            }
+            for room in breakout["rooms"]
+            if room["managed"]
+        ]
 
     async def _help_requests(
         self, parent: str, breakout: dict[str, Any]

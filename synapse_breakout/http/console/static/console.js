@@ -9,7 +9,7 @@ import { MatrixCapabilities, WidgetApi } from "./widget-api.js";
 import { CONSOLE_API, enc, request, state } from "./api.js";
 import { $, h, status } from "./dom.js";
 import { renderColumns, renderHelp, runningView, startView } from "./host.js";
-import { participantView, renderAssignment } from "./participant.js";
+import { participantView, renderAssignment, renderChoice } from "./participant.js";
 import { renderMembers } from "./people.js";
 import { loadPlans } from "./plans.js";
 import { progressText } from "./start.js";
@@ -258,7 +258,10 @@ function updateView(mode, data) {
     renderColumns(data);
     renderHelp(data);
   }
-  if (mode === "participant") renderAssignment(data);
+  if (mode === "participant") {
+    renderAssignment(data);
+    renderChoice(data);
+  }
   const operation = data.breakout && data.breakout.operation;
   const progress = $("progress");
   if (progress) progress.textContent = operation ? progressText(operation) : "";

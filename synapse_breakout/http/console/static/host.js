@@ -26,7 +26,9 @@ export function startView() {
     ["invite", "Invite them"],
     ["join", "Join them (local users)"],
     ["suggest", "Only list them"],
+    ["choose", "Let them choose a room"],
   ]);
+  const capacity = h("input", { type: "number", min: "0", value: "0", name: "room_capacity" });
   const joinRule = choice("join_rule", [
     ["restricted", "Members of this room may join"],
     ["invite", "Invited people only"],
@@ -53,6 +55,7 @@ export function startView() {
     namesField,
     field("Move people", move),
     field("Who may join the rooms", joinRule),
+    field("Places per room (0: no limit)", capacity),
     field("Duration in minutes (0: no deadline)", minutes),
     submit,
     h("p", { id: "progress", class: "progress", role: "status" }),
@@ -66,6 +69,7 @@ export function startView() {
     } else {
       body.auto_assign = how.value === "size" ? { room_size: n, users: "joined" } : { rooms: n, users: "joined" };
     }
+    if (Number(capacity.value) > 0) body.room_capacity = Math.round(Number(capacity.value));
     if (Number(minutes.value) > 0) body.duration_seconds = Math.round(Number(minutes.value) * 60);
     return body;
   };
@@ -159,7 +163,9 @@ export function renderColumns(view) {
     column(null, "Main room", mainPeople.map((u) => [u, "in the main room"]), targets, names, view.main_room_total),
     ...rooms.map((room) => {
       const people = [...placed].filter(([, r]) => r === room.room_id).map(([u]) => u);
-      const col = column(room.room_id, room.name || room.room_id, people.map((u) => [u, memberStatus(room, u)]), targets, names);
+      // With a capacity: the members it counts (the main room's moderators do not).
+      const count = room.capacity === null ? `${people.length}` : `${room.counted_members} of ${room.capacity}`;
+      const col = column(room.room_id, room.name || room.room_id, people.map((u) => [u, memberStatus(room, u)]), targets, names, people.length, count);
       col.querySelector("h3").after(openRoom(room, `Open ${room.name || "room"}`));
       return col;
     }),
@@ -175,7 +181,9 @@ function memberStatus(room, user) {
   return m === "join" ? "joined" : m === "invite" ? "invited" : "assigned";
 }
 
-function column(roomId, name, people, targets, names, total = people.length) {
+// `total`: how many there are, of whom `people` are listed; `count`: the
+// heading's figure ("3 of 8" with a capacity).
+function column(roomId, name, people, targets, names, total = people.length, count = `${total}`) {
   const list = h("ul", { class: "people" });
   for (const [user, label] of people) {
     const menu = h("select", { "aria-label": `Move ${user} to` });
@@ -198,7 +206,7 @@ function column(roomId, name, people, targets, names, total = people.length) {
   if (total > people.length) {
     list.append(h("li", { class: "more", text: `and ${total - people.length} more` }));
   }
-  const col = h("section", { class: "column", "aria-label": name, "data-room": roomId ?? "" }, h("h3", { text: `${name} (${total})` }), list);
+  const col = h("section", { class: "column", "aria-label": name, "data-room": roomId ?? "" }, h("h3", { text: `${name} (${count})` }), list);
   col.addEventListener("dragover", (e) => {
     e.preventDefault();
     col.classList.add("over");

@@ -26,6 +26,8 @@ export function planSummary(plan) {
     const a = plan.auto_assign;
     parts.push(a.rooms ? `everyone in ${plural(a.rooms, "room")}` : `everyone in rooms of ${a.room_size}`);
   }
+  if (plan.move === "choose") parts.push("they choose");
+  if (plan.room_capacity) parts.push(`up to ${plan.room_capacity} a room`);
   if (plan.duration_seconds) parts.push(`${Math.round(plan.duration_seconds / 60)} min`);
   return parts.join(", ");
 }
