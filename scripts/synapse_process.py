@@ -361,6 +361,19 @@ class SynapseProcess:
         quoted = urllib.parse.quote(room_id)
         self.request("POST", f"/_matrix/client/v3/join/{quoted}", token, {})
 
+    def grant(self, token: str, room_id: str, user_id: str, level: int) -> None:
+        """Give ``user_id`` ``level`` in the room's power levels, keeping the rest.
+
+        Read and rewritten rather than set at creation, because whether the
+        creator must (room versions up to 11) or must not (12) be listed in
+        ``users`` depends on the server's default room version.
+        """
+        quoted = urllib.parse.quote(room_id)
+        path = f"/_matrix/client/v3/rooms/{quoted}/state/m.room.power_levels"
+        levels = self.request("GET", path, token)
+        levels.setdefault("users", {})[user_id] = level
+        self.request("PUT", path, token, levels)
+
 
 class WorkerProcess(SynapseProcess):
     """A generic worker beside ``main``, sharing its ``homeserver.yaml``.

@@ -56,10 +56,9 @@ class Server:
 
     def parent(self, host_tok: str, moderator: str | None = None) -> str:
         """A public room of the host, with ``moderator`` at 50 in it."""
-        levels = {"users": {moderator: 50}} if moderator else {}
-        room = self.synapse.create_room(
-            host_tok, preset="public_chat", power_level_content_override=levels
-        )
+        room = self.synapse.create_room(host_tok, preset="public_chat")
+        if moderator:
+            self.synapse.grant(host_tok, room, moderator, 50)
         return room
 
     def openid(self, user: str, tok: str) -> dict[str, Any]:

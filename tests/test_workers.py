@@ -477,11 +477,8 @@ def test_the_moderator_limit_holds_across_workers(deployment: Deployment) -> Non
     mod, mod_tok = d.front.register("mod_limit")
     parents = []
     for _ in range(8):
-        room = d.front.create_room(
-            host_tok,
-            preset="public_chat",
-            power_level_content_override={"users": {mod: 50}},
-        )
+        room = d.front.create_room(host_tok, preset="public_chat")
+        d.front.grant(host_tok, room, mod, 50)
         d.front.join(mod_tok, room)
         parents.append("/rooms/" + urllib.parse.quote(room))
     gate = threading.Barrier(len(parents))
