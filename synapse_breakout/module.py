@@ -116,13 +116,13 @@ class BreakoutModule:
         self.acting = ActingUsers(config, api, store)
         self.events = BreakoutEvents(api)
         self.memberships = Memberships(api, self.pacer)
-        self.announcer = Announcer(config, api)
+        self.announcer = Announcer(config, api, self.pacer)
         self.closer = Closer(store, self.parents, self.memberships, self.announcer)
 
     def _build_operations(self) -> None:
         config, api, store = self._config, self._api, self.operation_store
         self.rollback = RollBack(api, store)
-        self.placer = Placer(api, store, self.assignments, self.memberships, self.pacer)
+        self.placer = Placer(api, store, self.assignments, self.memberships)
         self.after_commit = AfterCommit(
             api,
             store,

@@ -19,10 +19,12 @@ from typing import Any
 
 from synapse.api.errors import ModuleFailedException, SynapseError
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.logging import context as logcontext
 from synapse.module_api import EventBase, ModuleApi
 from synapse.module_api.errors import ConfigError
 from synapse.storage.database import LoggingTransaction, make_in_list_sql_clause
 from synapse.types import UserID, create_requester
+from twisted.internet import defer
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +41,23 @@ def creators_outrank_everyone(room_version: str) -> bool:
 
 
 def allows_restricted_join_rule(room_version: str) -> bool:
-    """Whether the room version has the "restricted" join rule.
-
-    Why internal: as ``creators_outrank_everyone``. An unknown version
-    answers False.
-    """
+    """Whether the room version has the "restricted" join rule (why
+    internal: as ``creators_outrank_everyone``; unknown: False)."""
     known = KNOWN_ROOM_VERSIONS.get(room_version)
     return known is not None and known.restricted_join_rule
+
+
+def wake(waiter: defer.Deferred[None]) -> None:
+    """Fire ``waiter`` (awaited through ``make_deferred_yieldable``) if unfired.
+
+    Why internal: the woken coroutine runs inside this call and takes its own
+    logging context back; fired in the caller's, it would leave the caller in
+    the sentinel context. Synapse's ``Linearizer`` and ``Notifier`` fire their
+    waiters in ``PreserveLoggingContext()``, which the module API lacks.
+    """
+    if not waiter.called:
+        with logcontext.PreserveLoggingContext():
+            waiter.callback(None)
 
 
 def _in_txn(
@@ -78,9 +90,8 @@ async def _ids_among(
 async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
     """The rooms among ``room_ids`` that Synapse still has (not purged).
 
-    Why internal: a purged room, or an empty shell a crash left, has no state
-    for ``get_room_state`` to show; only Synapse's ``rooms`` table says whether
-    the room is still registered. One query for all of them.
+    Why internal: a purged room, or a shell a crash left, has no state for
+    ``get_room_state``; only Synapse's ``rooms`` table says (in one query).
     """
     return await _ids_among(
         api,
@@ -94,12 +105,10 @@ async def existing_rooms(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
 async def rooms_with_create_event(api: ModuleApi, room_ids: Iterable[str]) -> set[str]:
     """The rooms among ``room_ids`` whose create event this server holds.
 
-    Why internal: the module API can only look up one room at a time
-    (``get_room_state``, and it raises for unknown rooms); a break-out lists up
-    to ``max_child_rooms`` children and must cost one query, whatever their
-    number. So this reads Synapse's ``state_events`` table, which holds every
-    state event the server has stored, through the public
-    ``run_db_interaction``.
+    Why internal: the module API looks up one room at a time (``get_room_state``,
+    which raises for unknown rooms); a break-out lists up to ``max_child_rooms``
+    children and must cost one query. So this reads Synapse's ``state_events``
+    (every state event the server stored) through ``run_db_interaction``.
     """
     return await _ids_among(
         api,
@@ -147,16 +156,14 @@ def skip_state_load_for_other_event_types(
     """Keep Synapse from loading a room's state for events the module ignores.
 
     Why internal: once any ``check_event_allowed`` callback is registered,
-    Synapse fetches the full state of the room before every local event, to
-    hand it to the callbacks; for a message in a large room whose state is not
-    in the event cache that is the whole cost (see docs/performance.md). The
-    module API offers no way to say which event types a callback wants. So this
-    wraps Synapse's dispatcher: for an event whose type is not in
-    ``event_types``, when the only registered callbacks are ``callback``
-    (which would allow it), it answers "allowed" without loading state. Any
-    other module's callback, or any break-out event, goes through Synapse's own
-    dispatcher unchanged. The registered callbacks are read on every call (a
-    module or test may replace the list after start-up).
+    Synapse fetches the room's full state before every local event for the
+    callbacks: for a message in a large room whose state is not in the event
+    cache that is the whole cost (docs/performance.md), and the module API
+    cannot say which event types a callback wants. So this wraps Synapse's
+    dispatcher: an event whose type is not in ``event_types``, while the only
+    registered callbacks are ``callback`` (which would allow it), is "allowed"
+    without loading state; any other callback or break-out event goes through
+    Synapse's dispatcher unchanged. The callbacks are read on every call.
 
     Returns:
         Whether the shortcut is in place (False: Synapse's layout is not the
@@ -318,13 +325,11 @@ async def release_other_processes_room_locks(
 ) -> int:
     """Drop the room locks other processes hold on rooms of a dead operation.
 
-    Why internal: a process killed while sending an event into a room leaves
-    its read lock on that room in Synapse's ``worker_read_write_locks`` until
-    it times out (2 minutes), and purging the room waits for it. No live
-    process has a reason to lock a dead operation's rooms, so their locks are
-    dropped as Synapse's own reaper drops stale ones (a plain delete), and
-    the purge starts at once. This process's locks are kept. No module API
-    touches locks.
+    Why internal: no module API touches locks. A process killed while sending
+    into a room leaves its read lock in Synapse's ``worker_read_write_locks``
+    until it times out (2 minutes), and purging the room waits for it. No live
+    process locks a dead operation's rooms: their locks are dropped as
+    Synapse's reaper drops stale ones (a plain delete), this process's kept.
 
     Returns:
         How many locks were dropped.
@@ -343,14 +348,12 @@ async def release_other_processes_room_locks(
 async def user_for_openid_token(api: ModuleApi, token: str) -> str | None:
     """The local user an OpenID token of this homeserver was issued to, if valid.
 
-    Why internal: the public way to check such a token is the homeserver's own
-    federation endpoint ``/_matrix/federation/v1/openid/userinfo``, served on
-    the federation listener, which the server often cannot reach itself (it
-    may be behind a proxy, on another port, or federation may be off). That
-    endpoint answers from Synapse's ``open_id_tokens`` table through
-    ``get_user_id_for_open_id_token(token, now)``; this makes the same call,
-    so a token is valid here exactly when the endpoint would accept it (issued
-    by this server, not expired). No module API checks OpenID tokens.
+    Why internal: no module API checks OpenID tokens; the public way is the
+    federation endpoint ``/_matrix/federation/v1/openid/userinfo``, which the
+    server often cannot reach itself (behind a proxy, another port, federation
+    off). It answers through ``get_user_id_for_open_id_token(token, now)`` on
+    Synapse's ``open_id_tokens``; this makes the same call, so a token is valid
+    here exactly when the endpoint would accept it (this server's, unexpired).
 
     Returns:
         The user ID; None for an unknown or expired token (or no such method).
@@ -370,13 +373,11 @@ async def user_for_openid_token(api: ModuleApi, token: str) -> str | None:
 def console_session_key(api: ModuleApi) -> bytes:
     """A secret key, the same on every worker, to sign console sessions with.
 
-    Why internal: console sessions are signed rather than stored, so that any
-    worker can check them and nothing accumulates in the database. The key
-    must be secret and shared by every process of the homeserver, and the only
-    such secret a module can reach is Synapse's ``macaroon_secret_key`` (the
-    one it signs its own login tokens with; Synapse derives it from the
-    signing key when it is not configured). The module never uses it
-    directly: it derives its own key from it with HMAC-SHA256 and a label.
+    Why internal: sessions are signed, not stored, so that any worker can
+    check them and nothing accumulates. The only secret shared by every
+    process that a module can reach is Synapse's ``macaroon_secret_key`` (it
+    signs Synapse's login tokens; derived from the signing key if unset). The
+    module derives its own key from it with HMAC-SHA256 and a label.
     """
     secret = api._hs.config.key.macaroon_secret_key
     if isinstance(secret, str):
@@ -389,11 +390,8 @@ def console_session_key(api: ModuleApi) -> bytes:
 
 
 async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
-    """The rooms a local user is joined to.
-
-    Why internal: no module API lists a user's rooms; ``get_rooms_for_user``
-    is the cached store method Synapse's ``/joined_rooms`` servlet uses.
-    """
+    """The rooms a local user is joined to (why internal: no module API lists
+    them; ``get_rooms_for_user`` is the cached store method of ``/joined_rooms``)."""
     # Typed as Any: mypy reads Synapse's @cached descriptor as an unbound method.
     store: Any = api._hs.get_datastores().main
     return frozenset(await store.get_rooms_for_user(user_id))
@@ -403,11 +401,10 @@ async def joined_users(api: ModuleApi, room_id: str) -> frozenset[str]:
     """The users joined to a room now, by ID.
 
     Why internal: the module API's only way to a room's members is
-    ``get_room_state`` of every member event. In a 10,000-member parent that
-    loads 10,000 events, as many as Synapse's whole default event cache, on
-    each ``auto_assign: joined`` start and ejection check (docs/performance.md).
-    ``get_users_in_room`` is the cached store method Synapse's own
-    ``/joined_members`` and sync use; it returns IDs only.
+    ``get_room_state`` of every member event: 10,000 in a 10,000-member parent
+    (Synapse's whole default event cache) on each ``auto_assign: joined`` start
+    and ejection check (docs/performance.md). ``get_users_in_room``, the cached
+    store method of Synapse's ``/joined_members`` and sync, returns IDs only.
     """
     store: Any = api._hs.get_datastores().main
     return frozenset(await store.get_users_in_room(room_id))
@@ -427,6 +424,7 @@ def missing_internals(api: ModuleApi) -> list[str]:
         "HomeServer.get_instance_id()": lambda: hs.get_instance_id,
         "store.get_users_in_room": lambda: hs.get_datastores().main.get_users_in_room,
         "store.get_rooms_for_user": lambda: hs.get_datastores().main.get_rooms_for_user,
+        "logcontext.PreserveLoggingContext": lambda: logcontext.PreserveLoggingContext,
     }
     missing = []
     for name, get in wanted.items():

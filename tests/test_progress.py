@@ -90,7 +90,7 @@ class ProgressTestCase(ParentRoomTestCase):
                 assert op is not None
                 await self.module.ownership.transfer(op, instance, token)
                 raise RuntimeError("the process died")
-            placed.append(args[1])
+            placed.append(args[2])  # (parent, acting, user, room, ...)
             return await place_one(*args)
 
         placer.place_one = dies_after_three  # type: ignore[method-assign]
@@ -112,7 +112,7 @@ class ProgressTestCase(ParentRoomTestCase):
         async def slow_after_three(*args: Any) -> Any:
             if len(placed) == 3:
                 await self.module_api.sleep(30)  # the test acts meanwhile
-            placed.append((args[1], args[2]))
+            placed.append((args[2], args[3]))  # (parent, acting, user, room, ...)
             return await place_one(*args)
 
         placer.place_one = slow_after_three  # type: ignore[method-assign]
@@ -470,7 +470,7 @@ class ProgressTestCase(ParentRoomTestCase):
         calls: list[str] = []
 
         async def broken(*args: Any) -> Any:
-            calls.append(args[1])
+            calls.append(args[2])  # (parent, acting, user, ...)
             raise RuntimeError("a bug in the placing loop")
 
         placer.place_one = broken  # type: ignore[method-assign]

@@ -90,7 +90,8 @@ class HelpDesk:
         if membership(requester, found.state) != "join":
             senders = senders[1:]
         for sender in senders:
-            result = (await self._announcer.send(sender, [(parent, content)]))[parent]
+            sent = await self._announcer.send(parent, sender, [(parent, content)])
+            result = sent[parent]
             if isinstance(result, str):
                 OPERATIONS.labels("help", "ok").inc()
                 return {"event_id": result}

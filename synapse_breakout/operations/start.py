@@ -247,7 +247,7 @@ class Starter:
             # Break-outs make up to max_child_rooms rooms at once, past
             # Synapse's room-creation limit; moderator_starts_per_hour and
             # the caller checks bound them instead (docs/security.md).
-            async with self._pacer.step():
+            async with self._pacer.step(checked.parent):
                 room_id, _ = await self._api.create_room(
                     checked.acting,
                     template.request(op.op_id, index, spec),

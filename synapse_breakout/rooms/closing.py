@@ -74,7 +74,9 @@ class Closer:
         Returns:
             The rooms where something failed, with the error.
         """
-        entered, failed_rooms = await self._memberships.enter_all(acting, own, inviter)
+        entered, failed_rooms = await self._memberships.enter_all(
+            parent, acting, own, inviter
+        )
         sent = await self._announcer.ended(
             acting, parent, event_id, entered, message, in_parent=tell_parent
         )
@@ -84,21 +86,21 @@ class Closer:
             if isinstance(result, SynapseError)
         ]
         for room_id in entered:
-            error = await self._empty(acting, room_id, close_rooms)
+            error = await self._empty(parent, acting, room_id, close_rooms)
             if error is not None:
                 failed_rooms.append({"room_id": room_id, **error})
         return failed_rooms
 
     async def _empty(
-        self, acting: str, room_id: str, close_rooms: bool
+        self, parent: str, acting: str, room_id: str, close_rooms: bool
     ) -> ErrorJson | None:
         """Withdraw the pending invitations, or with ``close_rooms`` remove
         every member."""
         try:
             if close_rooms:
-                await self._memberships.remove_members(acting, room_id)
+                await self._memberships.remove_members(parent, acting, room_id)
             else:
-                await self._memberships.withdraw_invitations(acting, room_id)
+                await self._memberships.withdraw_invitations(parent, acting, room_id)
         except SynapseError as e:
             return error_json(e)
         return None
