@@ -175,8 +175,7 @@ class BreakoutModule:
         return Operations(
             parents=parents,
             checks=checks,
-            starter=starter,
-            background=BackgroundStarts(api, starter),
+            starts=BackgroundStarts(api, starter),
             view=view,
             describer=Describer(api, store, self.assignments, parents, view),
             ender=Ender(store, self.locks, parents, acting, events, self.closer),

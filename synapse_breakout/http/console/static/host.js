@@ -81,8 +81,9 @@ export function startView() {
   );
 }
 
-// Starts in the background where the API offers it (progress from GET
-// /operations/{id}); otherwise waits for the answer.
+// Starts in the background where the API offers it; otherwise waits for the
+// answer. A 202 (wait: false, or a wait: true start not done within 50 s: it
+// goes on) is followed on GET /operations/{id}, its progress shown, to the end.
 async function start(body) {
   let result;
   try {
