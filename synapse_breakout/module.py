@@ -114,7 +114,7 @@ class BreakoutModule:
         self.pacer = Pacer(api)
         self.parents = ParentRooms(config, api, store)
         self.acting = ActingUsers(config, api, store)
-        self.events = BreakoutEvents(api)
+        self.events = BreakoutEvents(api, self.pacer)
         self.memberships = Memberships(api, self.pacer)
         self.announcer = Announcer(config, api, self.pacer)
         self.closer = Closer(store, self.parents, self.memberships, self.announcer)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any, cast
 
+import attrs
 from harness import ParentRoomTestCase, find_module
 from prometheus_client import REGISTRY
 from synapse.module_api import ModuleApi
@@ -29,14 +30,15 @@ from synapse_breakout.rooms.pacing import (
     MAX_PAUSE_SECONDS,
     MAX_SLICE_SECONDS,
     MIN_SLICE_SECONDS,
-    QUIET_SECONDS,
     TICK_SECONDS,
     WIDE_STEPS,
     WIDEN_AFTER,
     Pacer,
+    Pause,
     Turns,
     contended,
     keep_giving_way,
+    leaves_room,
     next_slice,
     starts_afresh,
     steps_at_once,
@@ -54,19 +56,38 @@ class DecisionsTestCase(unittest.TestCase):
         self.assertFalse(tick_busy(0.0001))
         self.assertFalse(tick_busy(0.00002))
 
-    def test_others_get_give_way_times_the_slice_while_busy(self) -> None:
-        worked = 0.1
-        self.assertTrue(keep_giving_way(0, 0.5, worked, 0.6))
-        self.assertFalse(keep_giving_way(0, GIVE_WAY * worked, worked, 1.3))
+    def test_others_get_what_they_use_and_the_work_what_they_leave(self) -> None:
+        def ticks(*cpu: float) -> Pause:
+            """A pause after a slice of 0.1 s, its ticks each using ``cpu`` s."""
+            pause = Pause(worked=0.1)
+            for used in cpu:
+                pause = pause.ticked(TICK_SECONDS, TICK_SECONDS, used)
+            return pause
+
+        # Others busy all the time (a client sending message after message):
+        # they get GIVE_WAY times the slice's CPU...
+        self.assertTrue(keep_giving_way(ticks(*[0.005] * 20)))
+        busy = ticks(*[0.005] * (round(GIVE_WAY * 0.1 / 0.005) + 1))
+        self.assertFalse(keep_giving_way(busy))
+        self.assertFalse(leaves_room(busy))
+        # ...but once they left the process idle IDLE_SHARE of the time, the
+        # work goes on beside them (messages now and then, half the time).
+        some = ticks(*[0.005, 0.0025] * 6)
+        self.assertTrue(leaves_room(some))
+        self.assertFalse(keep_giving_way(some))
+        self.assertFalse(leaves_room(ticks(*[0.005, 0.005, 0.005, 0.0025] * 3)))
+        # It looks LOOK_SECONDS before it judges.
+        self.assertTrue(keep_giving_way(ticks(0.005, 0.0025, 0.005, 0.0025)))
         # One quiet tick (a gap between two messages) is not the end...
-        self.assertTrue(keep_giving_way(TICK_SECONDS, 0.5, worked, 0.6))
+        self.assertTrue(keep_giving_way(ticks(0.005, 0.0)))
         # ...but QUIET_SECONDS of them are, however little others had.
-        self.assertFalse(keep_giving_way(QUIET_SECONDS, 0.0, worked, 0.015))
-        self.assertTrue(keep_giving_way(2 * TICK_SECONDS, 0.0, worked, 0.01))
+        self.assertFalse(keep_giving_way(ticks(0.005, 0.0, 0.0, 0.0)))
         # A test that moves the harness's clock a second has let it be quiet.
-        self.assertFalse(keep_giving_way(1.0, 0.0, worked, 1.0))
-        # However busy: a split always goes on.
-        self.assertFalse(keep_giving_way(0, 0.1, 10.0, MAX_PAUSE_SECONDS))
+        moved = Pause(worked=0.1).ticked(1.0, 0.0001, 0.0001)
+        self.assertFalse(keep_giving_way(moved))
+        # However busy: the work always goes on.
+        held = ticks(*[0.005] * (round(MAX_PAUSE_SECONDS / TICK_SECONDS) + 1))
+        self.assertFalse(keep_giving_way(attrs.evolve(held, worked=10.0)))
 
     def test_only_others_real_work_makes_a_pause_contended(self) -> None:
         # A message sent elsewhere during the pause (16 ms in the harness,
@@ -81,10 +102,10 @@ class DecisionsTestCase(unittest.TestCase):
         self.assertFalse(contended(0.0093))
         self.assertFalse(contended(0.0))
 
-    def test_slices_double_while_idle_and_shrink_when_contended(self) -> None:
+    def test_slices_double_unless_others_keep_the_process_busy(self) -> None:
         lengths = [MIN_SLICE_SECONDS]
         for _ in range(8):
-            lengths.append(next_slice(lengths[-1], contended=False))
+            lengths.append(next_slice(lengths[-1], busy_all_along=False))
         self.assertEqual(lengths[:3], [0.1, 0.2, 0.4])
         self.assertEqual(lengths[-1], MAX_SLICE_SECONDS)
         self.assertEqual(next_slice(MAX_SLICE_SECONDS, True), MIN_SLICE_SECONDS)
@@ -162,7 +183,8 @@ class TurnsTestCase(unittest.TestCase):
 class PacerTestCase(unittest.TestCase):
     def pause(self, pacer: Pacer, ticks: Ticks, others: list[float]) -> None:
         ticks.others = list(others)
-        done(defer.ensureDeferred(pacer._give_way(MIN_SLICE_SECONDS)))
+        slice_ = Pause(worked=MIN_SLICE_SECONDS)
+        done(defer.ensureDeferred(pacer._give_way(slice_)))
 
     def test_only_others_real_work_narrows_the_split_and_calm_widens_it(
         self,
@@ -181,15 +203,15 @@ class PacerTestCase(unittest.TestCase):
         self.assertEqual(pacer.pauses, 1)
         self.assertGreaterEqual(pacer.paused_seconds, 5 * TICK_SECONDS)
         # A stream of messages leaves calm pauses between busy ones: the
-        # split stays narrow through WIDEN_AFTER - 1 of them...
-        for _ in range(WIDEN_AFTER - 1):
+        # split stays narrow through WIDEN_AFTER - 1 of them (its slices
+        # growing again)...
+        for i in range(WIDEN_AFTER - 1):
             self.pause(pacer, ticks, tail)
             self.assertTrue(pacer.narrow)
-            self.assertEqual(pacer.slice_seconds, MIN_SLICE_SECONDS)
+            self.assertEqual(pacer.slice_seconds, 2 ** (i + 1) * MIN_SLICE_SECONDS)
         # ...and works wide again after WIDEN_AFTER.
         self.pause(pacer, ticks, tail)
         self.assertFalse(pacer.narrow)
-        self.assertEqual(pacer.slice_seconds, 2 * MIN_SLICE_SECONDS)
 
     def test_a_split_after_a_pause_in_the_work_starts_with_a_short_slice(
         self,
@@ -204,9 +226,9 @@ class PacerTestCase(unittest.TestCase):
         slices: list[float] = []
         give_way = pacer._give_way
 
-        async def recorded(worked: float) -> None:
-            slices.append(worked)
-            await give_way(worked)
+        async def recorded(pause: Pause) -> None:
+            slices.append(pause.worked)
+            await give_way(pause)
 
         pacer._give_way = recorded  # type: ignore[method-assign]
 
@@ -264,9 +286,9 @@ class PacerTestCase(unittest.TestCase):
         seen: list[tuple[int, int]] = []
         give_way = pacer._give_way
 
-        async def looked(worked: float) -> None:
+        async def looked(pause: Pause) -> None:
             seen.append((pacer.active, pacer.waiting))
-            await give_way(worked)
+            await give_way(pause)
 
         pacer._give_way = looked  # type: ignore[method-assign]
 

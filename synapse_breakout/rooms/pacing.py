@@ -7,8 +7,8 @@ its Python on one thread, so work in flight takes turns: eight placement
 workers left a message sent elsewhere one turn in nine (docs/performance.md).
 
 So every Matrix write of break-out work is a *step* of the process's one
-:class:`Pacer`: each room a start creates, each user placed, moved or removed,
-each moderator let into a room, each notice.
+:class:`Pacer`: each room a start creates, each break-out event, each user
+placed, moved or removed, each moderator let into a room, each notice.
 
 **One fair queue.** At most :func:`steps_at_once` steps run at a time in the
 whole process. A step that may not run yet waits in its break-out's lane (its
@@ -26,20 +26,33 @@ tail of the last steps, see :data:`CONTENDED_CPU_SECONDS`):
   CPU a tick for :data:`QUIET_SECONDS` in a row, nothing else wants it: the
   work goes on, and the next slice is twice as long (up to
   :data:`MAX_SLICE_SECONDS`);
-- otherwise the pacer keeps out of the way while others are busy, until they
-  had :data:`GIVE_WAY` times the CPU the slice took (break-out work takes at
-  least 1/(1 + ``GIVE_WAY``) of a busy process), or :data:`MAX_PAUSE_SECONDS`
-  passed;
-- if others used :data:`CONTENDED_CPU_SECONDS` or more in the pause, the next
-  slices are back to :data:`MIN_SLICE_SECONDS` and run one step at a time
-  (:attr:`Pacer.narrow`), so that others wait behind one step, not eight,
-  until :data:`WIDEN_AFTER` pauses in a row had less.
+- once the pause has looked :data:`LOOK_SECONDS` and the process stood idle
+  :data:`IDLE_SHARE` of that time or more, others are busy but leave room
+  (say, messages arriving now and then): the work goes on, one step at a
+  time, and the next slice is twice as long;
+- otherwise others keep the process busy all the time (say, a client sending
+  message after message): the pacer keeps out of the way until they had
+  :data:`GIVE_WAY` times the CPU the slice took (the work takes at least
+  1/(1 + ``GIVE_WAY``) of such a process), or :data:`MAX_PAUSE_SECONDS`
+  passed, and the next slice is :data:`MIN_SLICE_SECONDS`;
+- if others used :data:`CONTENDED_CPU_SECONDS` or more in the pause, the
+  next slices run one step at a time (:attr:`Pacer.narrow`), so that others
+  wait behind one step, not eight, until :data:`WIDEN_AFTER` pauses in a row
+  had less.
+
+One step at a time while others are at work is what guards their latency:
+a message then waits behind one step, not eight (with four at once, a
+message's 95th percentile was six times its own, docs/performance.md, "Many
+hosts at once"). Pausing more often beside messages that leave room would
+cost the work its pace and spare few of them: each pause lets through only
+those that happen to arrive in it.
 
 An idle server pays three ticks per slice (15% at the shortest slice, under 1%
 at the longest, which it reaches after five); a busy one keeps nearly all of
 itself. The decisions are the pure functions :func:`tick_busy`,
-:func:`keep_giving_way`, :func:`contended`, :func:`stays_narrow`,
-:func:`next_slice`, :func:`steps_at_once` and :func:`starts_afresh`.
+:meth:`Pause.ticked`, :func:`leaves_room`, :func:`keep_giving_way`,
+:func:`contended`, :func:`stays_narrow`, :func:`next_slice`,
+:func:`steps_at_once` and :func:`starts_afresh`.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
+import attrs
 from synapse.module_api import ModuleApi, make_deferred_yieldable
 from twisted.internet import defer
 
@@ -65,6 +79,10 @@ MIN_SLICE_SECONDS = 0.1
 MAX_SLICE_SECONDS = 2.0
 #: How often the pacer looks at the process while it gives way.
 TICK_SECONDS = 0.005
+#: How long a pause looks before it judges whether others leave room, and
+#: the share of that time the process must stand idle for them to.
+LOOK_SECONDS = 0.05
+IDLE_SHARE = 0.25
 #: A tick in which the process used this much CPU (or more) is busy: an idle
 #: Synapse uses a few hundredths of it; a message sent takes ten times as much.
 #: CPU, not a share of the tick's time: on a machine short of CPU a busy
@@ -103,22 +121,53 @@ def tick_busy(cpu_seconds: float) -> bool:
     return cpu_seconds >= BUSY_CPU_SECONDS
 
 
-def keep_giving_way(
-    quiet: float, given_cpu: float, worked: float, paused: float
-) -> bool:
-    """Whether to hold back another tick.
+@attrs.frozen
+class Pause:
+    """What a pause has seen so far: its ticks summed up, after the slice."""
 
-    Args:
-        quiet: seconds since the last tick that found others at work
-            (:func:`tick_busy`), or since the pause began.
-        given_cpu: CPU seconds the process used for others in this pause.
-        worked: seconds the last slice took.
-        paused: seconds this pause has lasted.
-    """
+    #: Wall seconds the slice before took.
+    worked: float = 0.0
+    #: Seconds on the homeserver's clock since it began, and since its last
+    #: tick that found others at work (:func:`tick_busy`).
+    paused: float = 0.0
+    quiet: float = 0.0
+    #: Seconds on the wall clock since it began, and how many of them the
+    #: process used no CPU (a tick's length less the CPU used in it).
+    looked: float = 0.0
+    idle: float = 0.0
+    #: CPU seconds others used in its busy ticks, and how many those were.
+    given: float = 0.0
+    busy: int = 0
+
+    def ticked(self, clock: float, wall: float, cpu: float) -> Pause:
+        """This pause after one more tick of ``clock`` seconds on the
+        homeserver's clock and ``wall`` seconds on the wall clock, in which
+        the process used ``cpu`` seconds of CPU."""
+        busy = tick_busy(cpu)
+        return Pause(
+            worked=self.worked,
+            paused=self.paused + clock,
+            quiet=0.0 if busy else self.quiet + clock,
+            looked=self.looked + wall,
+            idle=self.idle + max(0.0, wall - cpu),
+            given=self.given + (cpu if busy else 0.0),
+            busy=self.busy + busy,
+        )
+
+
+def leaves_room(pause: Pause) -> bool:
+    """Whether others, busy or not, left the process idle :data:`IDLE_SHARE`
+    of a pause that has looked long enough to tell."""
+    return pause.looked >= LOOK_SECONDS and pause.idle >= IDLE_SHARE * pause.looked
+
+
+def keep_giving_way(pause: Pause) -> bool:
+    """Whether to hold back another tick."""
     return (
-        quiet < QUIET_SECONDS
-        and given_cpu < GIVE_WAY * worked
-        and paused < MAX_PAUSE_SECONDS
+        pause.quiet < QUIET_SECONDS
+        and not leaves_room(pause)
+        and pause.given < GIVE_WAY * pause.worked
+        and pause.paused < MAX_PAUSE_SECONDS
     )
 
 
@@ -134,10 +183,10 @@ def stays_narrow(calm_pauses: int) -> bool:
     return calm_pauses < WIDEN_AFTER
 
 
-def next_slice(previous: float, contended: bool) -> float:
-    """The next slice's length: short after others were seen busy, doubling
-    while the process has nothing else to do."""
-    if contended:
+def next_slice(previous: float, busy_all_along: bool) -> float:
+    """The next slice's length: short after others kept the process busy all
+    along, doubling while they leave room or nobody else wants it."""
+    if busy_all_along:
         return MIN_SLICE_SECONDS
     return min(MAX_SLICE_SECONDS, previous * 2)
 
@@ -221,8 +270,9 @@ class Pacer:
         """
         Args:
             cpu: the process's CPU seconds.
-            wall: the time that slices are measured in (pauses are measured
-                on the homeserver's clock, as the ticks they sleep).
+            wall: the wall clock: how long slices took, and pauses looked
+                (how long pauses lasted is on the homeserver's clock, as the
+                ticks they sleep).
         """
         self._api = api
         self._cpu = cpu
@@ -335,7 +385,7 @@ class Pacer:
                 self._drained = defer.Deferred()
                 await make_deferred_yieldable(self._drained)
                 self._drained = None
-            await self._give_way(self._wall() - self._slice_began)
+            await self._give_way(Pause(worked=self._wall() - self._slice_began))
         except defer.CancelledError:
             # The homeserver shuts down (nothing else cancels a pause).
             self._holding = False
@@ -352,35 +402,31 @@ class Pacer:
         """Seconds on the homeserver's clock, which the ticks sleep on."""
         return self._api.get_current_time_msec() / 1000
 
-    async def _give_way(self, worked: float) -> None:
-        began = quiet_since = self._clock()
-        given = 0.0
-        busy = 0
-        while True:
-            cpu = self._cpu()
+    async def _give_way(self, pause: Pause) -> None:
+        while keep_giving_way(pause):
+            cpu, clock, wall = self._cpu(), self._clock(), self._wall()
             await self._api.sleep(TICK_SECONDS)
-            used, now = self._cpu() - cpu, self._clock()
-            if tick_busy(used):
-                busy += 1
-                given += used
-                quiet_since = now
-            if not keep_giving_way(now - quiet_since, given, worked, now - began):
-                break
-        busy_for_others = contended(given)
+            pause = pause.ticked(
+                self._clock() - clock, self._wall() - wall, self._cpu() - cpu
+            )
+        busy_for_others = contended(pause.given)
         if busy_for_others:
             self.pauses += 1
-            self.paused_seconds += now - began
-            GAVE_WAY.inc(now - began)
+            self.paused_seconds += pause.paused
+            GAVE_WAY.inc(pause.paused)
         logger.debug(
             "Paused %.3fs after a slice of %.3fs: %d busy ticks, others %.1f ms, "
-            "%d steps waiting%s",
-            now - began,
-            worked,
-            busy,
-            1000 * given,
+            "idle %.1f ms, %d steps waiting%s",
+            pause.paused,
+            pause.worked,
+            pause.busy,
+            1000 * pause.given,
+            1000 * pause.idle,
             self.waiting,
             " (gave way)" if busy_for_others else "",
         )
         self._calm_pauses = 0 if busy_for_others else self._calm_pauses + 1
         self.narrow = stays_narrow(self._calm_pauses)
-        self.slice_seconds = next_slice(self.slice_seconds, self.narrow)
+        self.slice_seconds = next_slice(
+            self.slice_seconds, busy_for_others and not leaves_room(pause)
+        )
