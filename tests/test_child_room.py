@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from test_power import Ev, state
 
 from synapse_breakout.matrix.child_room import (
@@ -16,6 +17,10 @@ from synapse_breakout.matrix.child_room import (
     creation_marker,
 )
 from synapse_breakout.matrix.model import ChildSpec, JoinRule
+
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
 
 
 def test_child_power_levels_copy_the_rules_as_integers() -> None:

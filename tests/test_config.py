@@ -24,6 +24,10 @@ from synapse_breakout.config import (
     parse_config,
 )
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 SPEC_DEFAULTS: dict[str, Any] = {
     "power_level": 50,

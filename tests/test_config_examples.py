@@ -23,6 +23,10 @@ from synapse.config.homeserver import HomeServerConfig
 from synapse_breakout import BreakoutModule
 from synapse_breakout.config import BreakoutConfig, Enforcement, UnknownSenders
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)

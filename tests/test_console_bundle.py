@@ -10,6 +10,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "console-build"
 STATIC = ROOT / "synapse_breakout" / "http" / "console" / "static"

@@ -18,6 +18,10 @@ from synapse_breakout.matrix.content import (
     room_id_server,
 )
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 UNSTABLE = "org.matrix.msc3985.breakout"
 STABLE = "m.breakout"
 V12_ROOM = "!" + "A" * 20 + "b_-" + "9" * 20  # 43 characters after "!"

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from synapse_process import free_port, port_holder
 
+# The demo runs on SQLite whatever the tests use: once, in tox -e py.
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

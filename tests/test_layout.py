@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "synapse_breakout"
 #: Each group's rank: a module imports from its own group or lower ones only.

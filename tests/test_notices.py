@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+import pytest
+
 from synapse_breakout.matrix import notices
 from synapse_breakout.matrix.notices import (
     EVENT_ID_KEY,
@@ -16,6 +18,10 @@ from synapse_breakout.matrix.notices import (
     time_left,
     time_of_day,
 )
+
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
 
 TABLE = RoomLink("!abc:example.org", "Table <1>", ("example.org",))
 PARENT = RoomLink("!main:example.org", "Main room", ("example.org",))

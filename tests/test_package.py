@@ -26,6 +26,10 @@ from test_demo import check_demo
 import synapse_breakout
 from synapse_breakout.synapse_version import MINIMUM_SYNAPSE
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 if os.environ.get("BREAKOUT_PACKAGE") != "1":

@@ -15,6 +15,10 @@ from synapse_breakout.matrix.power import (
     user_power_level,
 )
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 
 @attrs.frozen
 class Ev:

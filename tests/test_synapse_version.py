@@ -23,6 +23,10 @@ from synapse_breakout.synapse_version import (
     require_supported_synapse,
 )
 
+# No database here: the same on SQLite and PostgreSQL (tox -e postgres
+# skips it).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
