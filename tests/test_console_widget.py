@@ -27,7 +27,7 @@ class ConsoleWidgetTestCase(ParentRoomTestCase):
         """A start, and its notices and widget sent (after its answer, each a
         step of the pacer: rooms/pacing.py)."""
         answer = self.start(body)
-        self.pump(0.05)
+        self.pump(0.1)  # 10 s, in steps: the pacer's pauses tick every 5 ms
         return answer
 
     def test_a_start_adds_the_console_and_the_end_removes_it(self) -> None:
@@ -64,7 +64,7 @@ class ConsoleWidgetTestCase(ParentRoomTestCase):
         # come first: the widget must not appear after it.
         self.start({"rooms": [{"name": "A"}]})
         self.call("DELETE", self.room_path())
-        self.pump(0.05)
+        self.pump(0.2)  # 20 s, in steps: long enough for every notice
         self.assertFalse(self.call("GET", self.room_path())["active"])
         self.assertIsNone(self.widget())
 

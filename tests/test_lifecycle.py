@@ -229,7 +229,9 @@ class LocksAndTimersTestCase(ParentRoomTestCase):
         self.reactor.advance(15)
         self.assertTrue(self.call("GET", self.room_path())["active"])
         self.get_success(self.module.locks.unlock(self.parent, live))
-        self.reactor.advance(2)
+        # Two seconds, in steps: the end's writes are steps of the pacer,
+        # whose pauses tick every 5 ms on this clock (rooms/pacing.py).
+        self.pump(0.02)
         self.assertFalse(self.call("GET", self.room_path())["active"])
         (ended,) = self.notice_bodies(result["rooms"][0]["room_id"], "ended")
         self.assertTrue(ended.startswith(TIME_IS_UP + "\n"))
