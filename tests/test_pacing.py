@@ -320,6 +320,8 @@ SPLIT_USERS = 120
 
 
 class GivingWayTestCase(ParentRoomTestCase):
+    REAL_PACER = True  # it measures giving way to real work
+
     def prepare(self, reactor: MemoryReactor, clock: Clock, hs: HomeServer) -> None:
         super().prepare(reactor, clock, hs)
         self.elsewhere = self.helper.create_room_as(self.mod, tok=self.mod_tok)
