@@ -17,7 +17,9 @@ import contextlib
 import enum
 import gc
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from synapse.api.constants import EventTypes, Membership
@@ -43,6 +45,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 
 from benchmarks.stats import Timer
+from synapse_breakout.http.admin_api import BASE_PATH
 from synapse_breakout.module import BreakoutModule
 
 T = TypeVar("T")
@@ -372,6 +375,30 @@ class Bench:
         )
         channel.await_result(timeout_ms=REQUEST_TIMEOUT_MS)
         return channel
+
+    def start(self, path: str, body: JsonDict, token: str) -> tuple[int, JsonDict]:
+        """A ``wait: true`` start waited for to its end: (200, its answer), or
+        (status, error) if it failed.
+
+        The harness's clock moves 0.1 s a turn while a request is waited for,
+        much faster than the wall clock: a long start answers 202 after 50 s
+        of it (SPEC section 11) and is followed here on ``GET /operations``
+        (a failure's status read from the journal: the API shows its errcode).
+        """
+        channel = self.request("POST", path, body, token)
+        if channel.code != HTTPStatus.ACCEPTED or body.get("wait") is False:
+            return channel.code, channel.json_body
+        op_id = channel.json_body["operation_id"]
+        op_path = f"{BASE_PATH}/operations/{urllib.parse.quote(op_id)}"
+        while True:
+            seen = self.request("GET", op_path, None, token).json_body
+            if seen["response"] is not None:
+                return HTTPStatus.OK, seen["response"]
+            if seen["state"] == "rolled_back":
+                op = self.run(self.switch.module.operation_store.get(op_id))
+                assert op is not None and op.response is not None
+                return op.response["status"], seen["error"]
+            self.pump(1.0)
 
     def register(self, localpart: str, admin: bool = False) -> tuple[str, str]:
         """Register and log in a user over the APIs; (user ID, access token)."""

@@ -66,7 +66,7 @@ class NoPacing:
         from synapse_breakout.rooms import pacing
 
         @contextlib.asynccontextmanager
-        async def at_once(_self: Any) -> AsyncIterator[None]:
+        async def at_once(_self: Any, _breakout: str) -> AsyncIterator[None]:
             yield
 
         pacing.Pacer.step = at_once  # type: ignore[method-assign,assignment]

@@ -93,10 +93,9 @@ def split_body(mode: str, wait: bool = True) -> JsonDict:
 
 
 def split_with_api(bench: Bench, lobby: Parent, mode: str) -> None:
-    channel = bench.request("POST", _path(lobby.room_id), split_body(mode), lobby.token)
-    body = channel.json_body
-    if channel.code != 200 or body.get("failed_users"):
-        raise RuntimeError(f"the API split answered {channel.code}: {str(body)[:500]}")
+    code, body = bench.start(_path(lobby.room_id), split_body(mode), lobby.token)
+    if code != 200 or body.get("failed_users"):
+        raise RuntimeError(f"the API split answered {code}: {str(body)[:500]}")
     placed = sum(len(room["users"]) for room in body["rooms"])
     if placed != len(lobby.members):
         raise RuntimeError(f"the API split placed {placed} users")

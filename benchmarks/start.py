@@ -231,14 +231,12 @@ def start_body(parent: Parent, rooms: int) -> JsonDict:
 
 
 def start_with_api(bench: Bench, parent: Parent, rooms: int) -> JsonDict:
-    channel = bench.request(
-        "POST",
+    code, body = bench.start(
         f"{API_BASE}/rooms/{_quote(parent.room_id)}",
         start_body(parent, rooms),
         parent.token,
     )
-    _expect(channel.code, 200, channel.json_body, "POST break-out")
-    body: JsonDict = channel.json_body
+    _expect(code, 200, body, "POST break-out")
     if len(body.get("rooms", [])) != rooms or body.get("failed_users"):
         raise RuntimeError(f"the API started an unexpected break-out: {body}")
     return body
@@ -369,16 +367,13 @@ def rollback_once(bench: Bench, parent: Parent, rooms: int) -> dict[str, float]:
     step = 0.1
     limit = 600.0
     with _FailureInjector(bench, parent) as injector:
-        channel = bench.request(
-            "POST",
+        code, body = bench.start(
             f"{API_BASE}/rooms/{_quote(parent.room_id)}",
             start_body(parent, rooms),
             parent.token,
         )
-        if channel.code != 403 or injector.refused_at is None:
-            raise RuntimeError(
-                f"the failing start answered HTTP {channel.code}: {channel.json_body}"
-            )
+        if code != 403 or injector.refused_at is None:
+            raise RuntimeError(f"the failing start answered HTTP {code}: {body}")
         if len(injector.created) != rooms:
             raise RuntimeError(f"the failing start made {len(injector.created)} rooms")
         clock = 0.0

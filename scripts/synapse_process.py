@@ -114,6 +114,33 @@ def port_holder(port: int) -> str | None:
     return _process_of(_listening_inodes(port)) or "another process"
 
 
+def postgres_database(name: str, cp_max: int = 5) -> dict[str, Any]:
+    """A fresh PostgreSQL database ``name`` (dropped first if it exists) for one
+    Synapse process, on the server ``SYNAPSE_POSTGRES_HOST``, ``_PORT``,
+    ``_USER`` and ``_PASSWORD`` name; its ``database`` configuration."""
+    import psycopg2
+
+    args = {
+        "user": os.environ.get("SYNAPSE_POSTGRES_USER"),
+        "password": os.environ.get("SYNAPSE_POSTGRES_PASSWORD"),
+        "host": os.environ.get("SYNAPSE_POSTGRES_HOST"),
+        "port": int(os.environ.get("SYNAPSE_POSTGRES_PORT", "5432")),
+    }
+    conn = psycopg2.connect(dbname="postgres", **args)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(
+            f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' "
+            "template=template0"
+        )
+    conn.close()
+    return {
+        "name": "psycopg2",
+        "args": {"database": name, "cp_min": 1, "cp_max": cp_max, **args},
+    }
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -141,12 +168,14 @@ class SynapseProcess:
         extra_config: dict[str, Any] | None = None,
         rate_limits: bool = False,
         die_with_parent: bool = False,
+        metrics_port: int | None = None,
     ):
         """``rate_limits``: keep Synapse's default rate limits (except for
         registration); by default they are lifted, as suits a demo.
         ``die_with_parent``: on Linux, Synapse gets SIGTERM when the process
         that started it dies, however it dies (the demo: even SIGKILL leaves
-        no server behind)."""
+        no server behind). ``metrics_port``: serve Synapse's metrics there
+        (:meth:`metrics`)."""
         self.die_with_parent = die_with_parent
         self.workdir = workdir.resolve()
         self.port = port
@@ -166,6 +195,7 @@ class SynapseProcess:
         }
         self._extra = extra_config or {}
         self._rate_limits = rate_limits
+        self.metrics_port = metrics_port
         #: Extra environment variables of the process (PYTHONPATH, say).
         self.env: dict[str, str] = {}
 
@@ -203,6 +233,15 @@ class SynapseProcess:
             "rc_login": {"address": unlimited, "account": unlimited},
             "modules": [{"module": MODULE, "config": self._module_config}],
         }
+        if self.metrics_port is not None:
+            config["enable_metrics"] = True
+            config["listeners"].append(
+                {
+                    "port": self.metrics_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "metrics",
+                }
+            )
         if not self._rate_limits:
             config["rc_message"] = unlimited
             config["rc_joins"] = {"local": unlimited, "remote": unlimited}
@@ -297,6 +336,19 @@ class SynapseProcess:
         headers: dict[str, str] | None = None,
     ) -> Any:
         """Make a JSON request; returns the decoded body or raises HttpError."""
+        return self.call(method, path, token, body, timeout, headers)[1]
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """Make a JSON request; returns the status and the decoded body, or
+        raises HttpError (4xx and 5xx)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
@@ -306,7 +358,7 @@ class SynapseProcess:
             req.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read() or b"{}")
+                return resp.status, json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -314,6 +366,12 @@ class SynapseProcess:
             except ValueError:
                 parsed = raw.decode(errors="replace")
             raise HttpError(e.code, parsed) from None
+
+    def metrics(self) -> str:
+        """Synapse's metrics, in Prometheus's text format (``metrics_port``)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/_synapse/metrics"
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return str(resp.read().decode())
 
     def register(
         self, localpart: str, admin: bool = False, password: str | None = None

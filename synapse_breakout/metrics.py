@@ -40,5 +40,5 @@ RECOVERIES = Counter(
 )
 GAVE_WAY = Counter(
     "synapse_breakout_gave_way_seconds",
-    "Seconds splits and ends held back while other work in the process was busy (rooms/pacing.py)",
+    "Seconds break-out work held back while other work in the process was busy (rooms/pacing.py)",
 )

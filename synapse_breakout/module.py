@@ -130,10 +130,10 @@ class BreakoutModule:
         self.pacer = Pacer(api)
         self.parents = ParentRooms(config, api, store)
         self.acting = ActingUsers(config, api, store)
-        self.events = BreakoutEvents(api)
+        self.events = BreakoutEvents(api, self.pacer)
         self.memberships = Memberships(api, self.pacer)
-        self.pinner = Pinner(api, store, PinStore(api))
-        self.announcer = Announcer(config, api, self.pinner)
+        self.pinner = Pinner(api, store, PinStore(api), self.pacer)
+        self.announcer = Announcer(config, api, self.pinner, self.pacer)
         self.closer = Closer(
             store, self.parents, self.memberships, self.announcer, self.pinner
         )
@@ -142,7 +142,7 @@ class BreakoutModule:
     def _build_operations(self) -> None:
         config, api, store = self._config, self._api, self.operation_store
         self.rollback = RollBack(api, store, self.tables)
-        self.placer = Placer(api, store, self.assignments, self.memberships, self.pacer)
+        self.placer = Placer(api, store, self.assignments, self.memberships)
         self.after_commit = AfterCommit(
             api,
             store,
@@ -197,8 +197,7 @@ class BreakoutModule:
         return Operations(
             parents=parents,
             checks=checks,
-            starter=starter,
-            background=BackgroundStarts(api, starter),
+            starts=BackgroundStarts(api, starter),
             view=view,
             describer=Describer(
                 config, api, store, self.assignments, self.capacity, parents, view

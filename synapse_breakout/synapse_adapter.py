@@ -17,11 +17,13 @@ from typing import Any
 
 from synapse.api.errors import ModuleFailedException, SynapseError
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.logging import context as logcontext
 from synapse.module_api import EventBase, ModuleApi
 from synapse.module_api.errors import ConfigError
 from synapse.rest.client.openid import IdTokenServlet
 from synapse.storage.engines._base import IsolationLevel
 from synapse.types import UserID, create_requester
+from twisted.internet import defer
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,19 @@ def allows_restricted_join_rule(room_version: str) -> bool:
     """
     known = KNOWN_ROOM_VERSIONS.get(room_version)
     return known is not None and known.restricted_join_rule
+
+
+def wake(waiter: defer.Deferred[None]) -> None:
+    """Fire ``waiter`` (awaited through ``make_deferred_yieldable``) if unfired.
+
+    Why internal: the woken coroutine runs inside this call and takes its own
+    logging context back; fired in the caller's, it would leave the caller in
+    the sentinel context. Synapse's ``Linearizer`` and ``Notifier`` fire their
+    waiters in ``PreserveLoggingContext()``, which the module API lacks.
+    """
+    if not waiter.called:
+        with logcontext.PreserveLoggingContext():
+            waiter.callback(None)
 
 
 def skip_state_load_for_other_event_types(
@@ -219,11 +234,10 @@ async def joined_users(api: ModuleApi, room_id: str) -> frozenset[str]:
     """The users joined to a room now, by ID.
 
     Why internal: the module API's only way to a room's members is
-    ``get_room_state`` of every member event. In a 10,000-member parent that
-    loads 10,000 events, as many as Synapse's whole default event cache, on
-    each ``auto_assign: joined`` start and ejection check (docs/performance.md).
-    ``get_users_in_room`` is the cached store method Synapse's own
-    ``/joined_members`` and sync use; it returns IDs only.
+    ``get_room_state`` of every member event: 10,000 in a 10,000-member parent
+    (Synapse's whole default event cache) on each ``auto_assign: joined`` start
+    and ejection check (docs/performance.md). ``get_users_in_room``, the cached
+    store method of Synapse's ``/joined_members`` and sync, returns IDs only.
     """
     store: Any = api._hs.get_datastores().main
     return frozenset(await store.get_users_in_room(room_id))
@@ -242,6 +256,7 @@ def missing_internals(api: ModuleApi) -> list[str]:
         ),
         "HomeServer.get_instance_id()": lambda: hs.get_instance_id,
         "store.get_users_in_room": lambda: hs.get_datastores().main.get_users_in_room,
+        "logcontext.PreserveLoggingContext": lambda: logcontext.PreserveLoggingContext,
     }
     missing = []
     for name, get in wanted.items():

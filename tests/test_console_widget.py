@@ -23,9 +23,16 @@ class ConsoleWidgetTestCase(ParentRoomTestCase):
         )
         return str(state[(WIDGET_TYPE, WIDGET_KEY)].sender)
 
+    def start_and_announce(self, body: dict[str, Any]) -> Any:
+        """A start, and its notices and widget sent (after its answer, each a
+        step of the pacer: rooms/pacing.py)."""
+        answer = self.start(body)
+        self.pump(0.1)  # 10 s, in steps: the pacer's pauses tick every 5 ms
+        return answer
+
     def test_a_start_adds_the_console_and_the_end_removes_it(self) -> None:
         self.assertIsNone(self.widget())
-        self.start({"rooms": [{"name": "A", "users": self.users[:1]}]})
+        self.start_and_announce({"rooms": [{"name": "A", "users": self.users[:1]}]})
         widget = self.widget()
         self.assertEqual(widget["type"], "m.custom")
         self.assertEqual(widget["name"], "Break-out rooms")
@@ -42,11 +49,22 @@ class ConsoleWidgetTestCase(ParentRoomTestCase):
         self.assertIsNone(self.widget())
 
     def test_the_timer_removes_it_and_a_replacement_keeps_it(self) -> None:
-        self.start({"rooms": [{"name": "A"}], "duration_seconds": 30})
-        self.start({"rooms": [{"name": "B"}], "replace": True, "duration_seconds": 30})
+        self.start_and_announce({"rooms": [{"name": "A"}], "duration_seconds": 30})
+        self.start_and_announce(
+            {"rooms": [{"name": "B"}], "replace": True, "duration_seconds": 30}
+        )
         self.assertIsNotNone(self.widget())
         self.reactor.advance(31)
         self.get_success(find_module(self.hs).loops.end_due())
+        self.assertFalse(self.call("GET", self.room_path())["active"])
+        self.assertIsNone(self.widget())
+
+    def test_an_end_before_the_notices_are_out_leaves_no_widget(self) -> None:
+        # On a busy server a start's notices can take minutes; its end may
+        # come first: the widget must not appear after it.
+        self.start({"rooms": [{"name": "A"}]})
+        self.call("DELETE", self.room_path())
+        self.pump(0.2)  # 20 s, in steps: long enough for every notice
         self.assertFalse(self.call("GET", self.room_path())["active"])
         self.assertIsNone(self.widget())
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import treq
-from synapse_process import HttpError, SynapseProcess, free_port
+from synapse_process import HttpError, SynapseProcess, free_port, postgres_database
 from twisted.internet import defer, reactor
 from twisted.trial import unittest as trial
 from twisted.web.client import HTTPConnectionPool
@@ -37,31 +37,6 @@ def engines() -> list[str]:
     # One database a run: the SQLite run (tox -e py) and the PostgreSQL run
     # (tox -e postgres) each take their own, not both.
     return ["postgres"] if os.environ.get("SYNAPSE_POSTGRES") else ["sqlite"]
-
-
-def postgres_database(name: str) -> dict[str, Any]:
-    """A fresh PostgreSQL database for one Synapse process."""
-    import psycopg2
-
-    args = {
-        "user": os.environ.get("SYNAPSE_POSTGRES_USER"),
-        "password": os.environ.get("SYNAPSE_POSTGRES_PASSWORD"),
-        "host": os.environ.get("SYNAPSE_POSTGRES_HOST"),
-        "port": int(os.environ.get("SYNAPSE_POSTGRES_PORT", "5432")),
-    }
-    conn = psycopg2.connect(dbname="postgres", **args)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        cur.execute(
-            f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' "
-            "template=template0"
-        )
-    conn.close()
-    return {
-        "name": "psycopg2",
-        "args": {"database": name, "cp_min": 1, "cp_max": 5, **args},
-    }
 
 
 class Homeserver:

@@ -22,7 +22,8 @@ from synapse_breakout.operations import place_users as placing
 
 
 class SlowRooms:
-    """Another module that makes each break-out room's creation take one second.
+    """Another module that makes each break-out room's creation take one second
+    (``seconds``).
 
     Only the break-out's children (they carry its marker): the parent, made by
     Synapse's test helper, must be done within the helper's request timeout
@@ -31,6 +32,7 @@ class SlowRooms:
 
     def __init__(self, config: dict[str, Any], api: ModuleApi):
         self._api = api
+        self._seconds = config.get("seconds", 1)
         api.register_spam_checker_callbacks(user_may_create_room=self.may_create)
 
     @staticmethod
@@ -39,16 +41,20 @@ class SlowRooms:
 
     async def may_create(self, user_id: str, config: dict[str, Any]) -> Any:
         if CREATION_MARKER in config.get("creation_content", {}):
-            await self._api.sleep(1)
+            await self._api.sleep(self._seconds)
         return NOT_SPAM
 
 
-SLOW_ROOMS = {
-    "modules": [
-        {"module": MODULE, "config": {}},
-        {"module": f"{__name__}.SlowRooms", "config": {}},
-    ]
-}
+def slow_rooms(seconds: float = 1) -> dict[str, Any]:
+    return {
+        "modules": [
+            {"module": MODULE, "config": {}},
+            {"module": f"{__name__}.SlowRooms", "config": {"seconds": seconds}},
+        ]
+    }
+
+
+SLOW_ROOMS = slow_rooms()
 
 
 @logcontext_clean
@@ -90,7 +96,7 @@ class ProgressTestCase(ParentRoomTestCase):
                 assert op is not None
                 await self.module.ownership.transfer(op, instance, token)
                 raise RuntimeError("the process died")
-            placed.append(args[1])
+            placed.append(args[2])  # (parent, acting, user, room, ...)
             return await place_one(*args)
 
         placer.place_one = dies_after_three  # type: ignore[method-assign]
@@ -128,7 +134,7 @@ class ProgressTestCase(ParentRoomTestCase):
         async def slow_after_three(*args: Any) -> Any:
             if len(placed) == 3:
                 await self.module_api.sleep(30)  # the test acts meanwhile
-            placed.append((args[1], args[2]))
+            placed.append((args[2], args[3]))  # (parent, acting, user, room, ...)
             return await place_one(*args)
 
         placer.place_one = slow_after_three  # type: ignore[method-assign]
@@ -239,6 +245,26 @@ class ProgressTestCase(ParentRoomTestCase):
         )
         self.assertEqual(again["operation_id"], op_id)
         self.assertIsNone(self.call("GET", self.room_path())["operation"])
+
+    @override_config(slow_rooms(20))
+    def test_wait_true_answers_202_after_50_s_and_the_start_goes_on(self) -> None:
+        # Four rooms of 20 s each: not done within the 50 s a wait: true
+        # start is waited for (reverse proxies end requests at about 60 s).
+        body = {"auto_assign": {"rooms": 4}, "txn_id": "slow"}
+        accepted = self.start(body, expect=HTTPStatus.ACCEPTED)
+        self.assertEqual(list(accepted), ["operation_id"])
+        op_id = accepted["operation_id"]
+        seen = self.operation(op_id)
+        self.assertEqual(seen["state"], "pending")
+        self.assertLess(seen["progress"]["rooms_created"], 4)
+        # Asked again meanwhile, with the same txn_id: still under way.
+        self.start(body, expect=HTTPStatus.CONFLICT)
+        final = self.answered(op_id)
+        self.assertEqual(final["state"], "committed")
+        self.assertEqual(final["progress"]["users_placed"], len(self.users))
+        self.assertEqual(final["response"]["failed_users"], [])
+        # Once done, the same txn_id answers what the start came to.
+        self.assertEqual(self.start(body), final["response"])
 
     @logcontext_clean
     def test_a_background_start_keeps_synapse_logging_contexts(self) -> None:
@@ -482,7 +508,7 @@ class ProgressTestCase(ParentRoomTestCase):
         calls: list[str] = []
 
         async def broken(*args: Any) -> Any:
-            calls.append(args[1])
+            calls.append(args[2])  # (parent, acting, user, ...)
             raise RuntimeError("a bug in the placing loop")
 
         placer.place_one = broken  # type: ignore[method-assign]

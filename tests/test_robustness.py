@@ -204,8 +204,7 @@ class FixedCasesTestCase(ParentRoomTestCase):
             self.assertIn("UTF-8", channel.json_body["error"])
 
     def test_internal_errors_are_not_shown_to_callers(self) -> None:
-        starter = find_module(self.hs).operations.starter
-        api = starter._api
+        api = find_module(self.hs)._api
 
         async def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("secret detail /var/lib/synapse")

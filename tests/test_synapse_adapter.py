@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 from harness import BreakoutTestCase, find_module, probe_event, transactions_during
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import EventBase, make_event_from_dict
+from synapse.logging.context import current_context
+from synapse.module_api import make_deferred_yieldable
 from synapse.module_api.errors import ConfigError
 from synapse.server import HomeServer
 from synapse.util.clock import Clock
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactor
 
 from synapse_breakout import synapse_adapter
@@ -174,6 +179,40 @@ class RequiredInternalsTestCase(BreakoutTestCase):
             "store.get_users_in_room",
         ):
             self.assertIn(name, message)
+
+
+class WakeTestCase(BreakoutTestCase):
+    """``wake``: a waiter woken from another logging context."""
+
+    def test_the_woken_and_the_waker_each_keep_their_logging_context(self) -> None:
+        waiter: defer.Deferred[None] = defer.Deferred()
+        seen: dict[str, tuple[str, str]] = {}
+
+        async def sleeper() -> None:
+            before = str(current_context())
+            await make_deferred_yieldable(waiter)
+            seen["sleeper"] = (before, str(current_context()))
+
+        async def waker() -> None:
+            before = str(current_context())
+            synapse_adapter.wake(waiter)
+            seen["waker"] = (before, str(current_context()))
+            synapse_adapter.wake(waiter)  # once fired, it stays as it is
+
+        self.module_api.run_as_background_process("sleeper", sleeper)
+        self.assertEqual(seen, {})
+        self.module_api.run_as_background_process("waker", waker)
+        for before, after in seen.values():
+            self.assertEqual(after, before)
+        self.assertEqual(sorted(seen), ["sleeper", "waker"])
+        self.assertNotEqual(seen["sleeper"][0], seen["waker"][0])
+
+    def test_a_synapse_without_preserve_logging_context_stops_start_up(self) -> None:
+        with patch.object(synapse_adapter, "logcontext", SimpleNamespace()):
+            self.assertEqual(
+                synapse_adapter.missing_internals(self.module_api),
+                ["logcontext.PreserveLoggingContext"],
+            )
 
 
 class JoinedUsersTestCase(BreakoutTestCase):

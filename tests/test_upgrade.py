@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from synapse_process import SynapseProcess, free_port
-from test_e2e import engines, postgres_database
+from synapse_process import SynapseProcess, free_port, postgres_database
+from test_e2e import engines
 
 from synapse_breakout.journal.schema import SCHEMA_VERSION
 

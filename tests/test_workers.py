@@ -35,8 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from synapse_process import HttpError, SynapseProcess, WorkerProcess, free_port
-from test_e2e import postgres_database
+from synapse_process import (
+    HttpError,
+    SynapseProcess,
+    WorkerProcess,
+    free_port,
+    postgres_database,
+)
 
 BASE = "/_synapse/client/breakout/v1"
 UNSTABLE = "org.matrix.msc3985.breakout"

@@ -20,6 +20,7 @@ import logging
 
 from synapse.module_api import ModuleApi
 from synapse.module_api.errors import SynapseError
+from twisted.internet import defer
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.operations import OperationStore
@@ -120,6 +121,8 @@ class BackgroundLoops:
         for running in await self._store.list_running():
             try:
                 removed += await self._ejector.eject_leavers(running)
+            except defer.CancelledError:
+                raise  # the homeserver shuts down
             except Exception:
                 logger.exception("Ejection in %s failed", running.parent_room_id)
         return removed

@@ -50,7 +50,6 @@ from synapse_breakout.operations.help import HelpDesk
 from synapse_breakout.operations.move import Mover
 from synapse_breakout.operations.plans import Plans
 from synapse_breakout.operations.progress import BackgroundStarts, OperationView
-from synapse_breakout.operations.start import Starter
 from synapse_breakout.operations.start_checks import StartChecks
 from synapse_breakout.rooms.parent import ParentRooms
 
@@ -71,8 +70,7 @@ class Operations:
 
     parents: ParentRooms
     checks: StartChecks
-    starter: Starter
-    background: BackgroundStarts
+    starts: BackgroundStarts
     view: OperationView
     describer: Describer
     ender: Ender
@@ -228,15 +226,12 @@ class BreakoutAdminResource(DirectServeJsonResource):
             if not req.wait:
                 return HTTPStatus.ACCEPTED, {"operation_id": pretend.operation_id(now)}
             return HTTPStatus.OK, pretend.start(parent, req, self._api.server_name, now)
-        limited = not caller.is_admin
-        if not req.wait:
-            op_id = await self._ops.background.start(
-                caller.user_id, parent, req, limited
-            )
-            return HTTPStatus.ACCEPTED, {"operation_id": op_id}
-        return HTTPStatus.OK, await self._ops.starter.start(
-            caller.user_id, parent, req, limited
+        started = await self._ops.starts.start(
+            caller.user_id, parent, req, limited=not caller.is_admin
         )
+        if isinstance(started, str):  # wait: false, or not done within 50 s
+            return HTTPStatus.ACCEPTED, {"operation_id": started}
+        return HTTPStatus.OK, started
 
     # --- plans ----------------------------------------------------------------------
 

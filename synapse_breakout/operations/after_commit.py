@@ -176,7 +176,17 @@ class AfterCommit:
         assert op.acting_user is not None  # every start operation has one
         await self._api.sleep(0)  # let the start answer first
         await self._announcer.after_start(op, answer, replacing)
-        await self._widget.add(op.parent_room_id, op.acting_user)
+        # The notices may take long on a busy server (rooms/pacing.py): a
+        # break-out ended meanwhile gets no widget, or has it taken away
+        # again if its end came between the look and the add (a replacement
+        # keeps it: it wants the same widget).
+        parent = op.parent_room_id
+        running = await self._store.get_running(parent)
+        if running is None or running.op_id != op.op_id:
+            return
+        added = await self._widget.add(parent, op.acting_user)
+        if added and await self._store.get_running(parent) is None:
+            await self._widget.remove(parent, op.acting_user)
 
     async def resume_placement(self, op: Operation, answer: StartAnswer) -> None:
         """Go on placing the users of ``op``, committed by a process that died

@@ -42,9 +42,11 @@ class Broadcaster:
         running = await self._store.get_running(parent)
         inviter = running.acting_user if running is not None else None
         own = await self._parents.own_in_order(parent, found)
-        entered, failed = await self._memberships.enter_all(acting, own, inviter)
+        entered, failed = await self._memberships.enter_all(
+            parent, acting, own, inviter
+        )
         results = await self._announcer.to_children(
-            acting, entered, notices.broadcast(found.event.event_id, body)
+            parent, acting, entered, notices.broadcast(found.event.event_id, body)
         )
         sent: dict[str, str] = {}
         for room_id, result in results.items():

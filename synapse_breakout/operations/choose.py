@@ -59,9 +59,9 @@ class Chooser:
         own = await self._parents.own_rooms(parent, found.content)
         if room_id not in own:
             raise _forbidden(f"room_id: {room_id} is not a room of this break-out")
-        await self._memberships.enter(user, room_id, None)
+        await self._memberships.enter(parent, user, room_id, None)
         for other in sorted(own - {room_id}):
             state = await self._api.get_room_state(other, [("m.room.member", user)])
             if membership(user, state) == "join":
-                await self._memberships.remove(user, user, other)
+                await self._memberships.remove(parent, user, user, other)
         return {"room_id": room_id}

@@ -16,6 +16,7 @@ from http import HTTPStatus
 
 from synapse.module_api import ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
+from twisted.internet import defer
 
 from synapse_breakout.config import BreakoutConfig
 from synapse_breakout.journal.deadlines import Armed, DeadlineStore
@@ -119,9 +120,10 @@ class DeadlineKeeper:
             own = await self._parents.own_in_order(parent, found)
             # A moderator acts as themselves: they enter the rooms first.
             entered, _ = await self._memberships.enter_all(
-                acting, own, running.acting_user
+                parent, acting, own, running.acting_user
             )
             await self._announcer.to_children(
+                parent,
                 acting,
                 entered,
                 notices.deadline(
@@ -153,6 +155,8 @@ class DeadlineKeeper:
                     breakout, warning_seconds(min(due), breakout.ends_at, now)
                 )
                 sent += 1
+            except defer.CancelledError:
+                raise  # the homeserver shuts down
             except Exception:
                 logger.exception("Warning in %s failed", breakout.parent_room_id)
         return sent
@@ -165,6 +169,7 @@ class DeadlineKeeper:
             return
         own = await self._parents.own_rooms(breakout.parent_room_id, current.content)
         await self._announcer.to_children(
+            breakout.parent_room_id,
             breakout.acting_user,
             [room_id for room_id in current.content.room_ids if room_id in own],
             notices.warning(current.event.event_id, seconds_left),

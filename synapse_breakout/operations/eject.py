@@ -69,7 +69,9 @@ class Ejector:
                 continue
             for room_id in rooms:
                 try:
-                    await self._memberships.remove(running.acting_user, user, room_id)
+                    await self._memberships.remove(
+                        parent, running.acting_user, user, room_id
+                    )
                     removed += 1
                     logger.info(
                         "Removed %s from %s: they left %s", user, room_id, parent

@@ -132,5 +132,7 @@ class HelpDesk:
     async def _send(
         self, sender: str, parent: str, content: dict[str, object]
     ) -> str | None:
-        result = (await self._announcer.send(sender, [(parent, content)]))[parent]
+        result = (await self._announcer.send(parent, sender, [(parent, content)]))[
+            parent
+        ]
         return result if isinstance(result, str) else None

@@ -96,13 +96,13 @@ class Mover:
             )
             if member_event_in_room(members.get(("m.room.member", user_id))):
                 try:
-                    await self._memberships.enter(acting, room_id, inviter)
-                    await self._memberships.remove(acting, user_id, room_id)
+                    await self._memberships.enter(parent, acting, room_id, inviter)
+                    await self._memberships.remove(parent, acting, user_id, room_id)
                 except SynapseError as e:
                     errors.append({"room_id": room_id, **error_json(e)})
         if to is not None:
             errors += await self._move_into(
-                acting, inviter, user_id, to, running, found
+                parent, acting, inviter, user_id, to, running, found
             )
         OPERATIONS.labels("move", "ok" if not errors else "partial").inc()
         return {
@@ -166,6 +166,7 @@ class Mover:
 
     async def _move_into(
         self,
+        parent: str,
         acting: str,
         inviter: str | None,
         user_id: str,
@@ -178,9 +179,11 @@ class Mover:
             await self._api.get_room_state(to, [("m.room.join_rules", "")])
         )
         try:
-            await self._memberships.enter(acting, to, inviter)
+            await self._memberships.enter(parent, acting, to, inviter)
         except SynapseError as e:
             return [{"room_id": to, **error_json(e)}]
         joined = membership(user_id, found.state) == "join"
-        error = await self._memberships.place(acting, user_id, to, mode, rule, joined)
+        error = await self._memberships.place(
+            parent, acting, user_id, to, mode, rule, joined
+        )
         return [] if error is None else [{"room_id": to, **error}]

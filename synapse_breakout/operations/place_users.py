@@ -3,8 +3,9 @@
 After the commit, the users still ``planned`` in the journal (journal/assignment.py)
 are invited or joined, ``PLACEMENT_CONCURRENCY`` child rooms at a time (Synapse
 changes memberships one at a time per room, so users of one room go one after
-the other), giving way to the rest of the process (rooms/pacing.py). Results are written ``BATCH`` at a
-time. After a crash recovery (recovery.py) goes on with the users still planned,
+the other); each user is a step of the pacer (rooms/pacing.py), which shares the
+process with other traffic and other break-outs. Results are written ``BATCH``
+at a time. After a crash recovery (recovery.py) goes on with the users still planned,
 checking first whether each already got in, so nobody is invited twice.
 Failures are collected in ``failed_users``; nothing is rolled back
 (docs/operations.md, docs/performance.md for the bound).
@@ -41,7 +42,6 @@ from synapse_breakout.matrix.model import JoinRule, PlacementMode, StartAnswer
 from synapse_breakout.matrix.power import membership
 from synapse_breakout.rooms.members import member_events
 from synapse_breakout.rooms.memberships import Memberships
-from synapse_breakout.rooms.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +96,17 @@ class Placer:
         store: OperationStore,
         assignment: AssignmentStore,
         memberships: Memberships,
-        pacer: Pacer,
         concurrency: int = PLACEMENT_CONCURRENCY,
     ):
         self.api = self._api = api
         self._store = store
         self.memberships = memberships
         self.assignment = assignment
-        self.pacer = pacer
         self.concurrency = concurrency
 
     async def place_one(
         self,
+        parent: str,
         acting: str,
         user: str,
         room_id: str,
@@ -118,7 +117,7 @@ class Placer:
     ) -> ErrorJson | None:
         """One user of a pass placed (rooms/memberships.py); the error if not."""
         return await self.memberships.place(
-            acting, user, room_id, mode, join_rule, joined_to_parent, invited
+            parent, acting, user, room_id, mode, join_rule, joined_to_parent, invited
         )
 
     async def place_start(
@@ -193,6 +192,8 @@ class Placer:
             try:
                 await _Run(self, op, acting, mode, resumed, joined).all(rooms)
                 return True
+            except defer.CancelledError:
+                raise  # the homeserver shuts down: recovery goes on after it
             except Exception:
                 logger.exception(
                     "Placing the users of break-out %s stopped (pass %d of %d)",
@@ -320,16 +321,16 @@ class _Run:
             elif placed_before(already.get(user), target):
                 error = None  # placed before the crash
             else:
-                async with self._placer.pacer.step():
-                    error = await self._placer.place_one(
-                        self._acting,
-                        user,
-                        room_id,
-                        self._mode,
-                        self._rule,
-                        user in self._joined,
-                        already.get(user) == "invite",
-                    )
+                error = await self._placer.place_one(
+                    self._op.parent_room_id,
+                    self._acting,
+                    user,
+                    room_id,
+                    self._mode,
+                    self._rule,
+                    user in self._joined,
+                    already.get(user) == "invite",
+                )
             self._buffer.append(Outcome(index, user, error))
             if len(self._buffer) >= BATCH:
                 await self._flush()

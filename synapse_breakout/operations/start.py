@@ -54,14 +54,12 @@ from synapse_breakout.matrix.model import (
     StartRequest,
 )
 from synapse_breakout.operations.after_commit import AfterCommit
-from synapse_breakout.operations.outcomes import measured
 from synapse_breakout.operations.rollback import RollBack
 from synapse_breakout.operations.start_checks import CheckedStart, StartChecks
 from synapse_breakout.operations.stored_answers import (
     FAILED,
     check_same_parent,
     failure,
-    replay,
 )
 from synapse_breakout.rooms.breakout_event import BreakoutEvents
 from synapse_breakout.rooms.closing import Closer, Replaced
@@ -123,28 +121,13 @@ class Starter:
         self._after_commit = after_commit
         self._capacity = capacity
 
-    async def start(
-        self, requester: str, parent: str, req: StartRequest, limited: bool = False
-    ) -> StartAnswer:
-        """Start a break-out and wait for it; its answer.
-
-        Args:
-            limited: the caller is a delegated moderator (no server admin):
-                ``moderator_starts_per_hour`` applies.
-        """
-        with measured("start"):
-            prepared = await self.prepare(requester, parent, req, limited)
-            if isinstance(prepared, Replayed):
-                return replay(prepared.op, parent)
-            return await self.run(prepared)
-
     async def prepare(
         self, requester: str, parent: str, req: StartRequest, limited: bool = False
     ) -> Prepared | Replayed:
         """Phases 1 and 2: check, journal, check again under the lock.
 
         Every error a start can answer before it creates anything is raised
-        here (``wait: false`` answers 202 only after this).
+        here (a start answers 202 only after this: progress.py).
         """
         if req.txn_id is not None:
             # A retry gets the first answer, whatever changed since.
@@ -270,7 +253,7 @@ class Starter:
             # Break-outs make up to max_child_rooms rooms at once, past
             # Synapse's room-creation limit; moderator_starts_per_hour and
             # the caller checks bound them instead (docs/security.md).
-            async with self._pacer.step():
+            async with self._pacer.step(checked.parent):
                 room_id = await self._create_room(prepared, template, index, spec)
             rooms.append(
                 CreatedRoom(room_id, spec.name, spec.users, (self._api.server_name,))

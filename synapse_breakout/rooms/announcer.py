@@ -2,9 +2,9 @@
 
 Always after the change is committed, and best effort: a notice that cannot
 be sent is logged (or, where the caller asked for it, reported), never rolled
-back. Notices for several rooms go out a few at a time in parallel; a start's
-go out in the background, after its answer, and are pinned (rooms/pins.py;
-docs/participants.md).
+back. Notices for several rooms go out a few at a time in parallel, each a
+step of the pacer in its break-out's lane (pacing.py); a start's go out in the
+background, after its answer (docs/participants.md).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from synapse_breakout.matrix import notices
 from synapse_breakout.matrix.calls import CALL_STATE, parent_calls
 from synapse_breakout.matrix.model import PlacementMode, StartAnswer
 from synapse_breakout.matrix.notices import RoomLink
+from synapse_breakout.rooms.pacing import Pacer
 from synapse_breakout.rooms.pins import Pinner
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,13 @@ async def bounded(
 class Announcer:
     """Posts the notices of each occasion, as the user acting for the break-out."""
 
-    def __init__(self, config: BreakoutConfig, api: ModuleApi, pinner: Pinner):
+    def __init__(
+        self, config: BreakoutConfig, api: ModuleApi, pinner: Pinner, pacer: Pacer
+    ):
         self._config = config
         self._api = api
         self._pinner = pinner
+        self._pacer = pacer
 
     @property
     def enabled(self) -> bool:
@@ -70,22 +74,24 @@ class Announcer:
         return self._config.notices
 
     async def send(
-        self, sender: str, batch: Sequence[Notice]
+        self, parent: str, sender: str, batch: Sequence[Notice]
     ) -> dict[str, str | SynapseError]:
-        """Post each notice; per room, its event ID or the error."""
+        """Post each notice of ``parent``'s break-out; per room, its event ID
+        or the error."""
         results: dict[str, str | SynapseError] = {}
 
         async def one(notice: Notice) -> None:
             room_id, content = notice
             try:
-                event = await self._api.create_and_send_event_into_room(
-                    {
-                        "type": "m.room.message",
-                        "room_id": room_id,
-                        "sender": sender,
-                        "content": content,
-                    },
-                )
+                async with self._pacer.step(parent):
+                    event = await self._api.create_and_send_event_into_room(
+                        {
+                            "type": "m.room.message",
+                            "room_id": room_id,
+                            "sender": sender,
+                            "content": content,
+                        },
+                    )
                 results[room_id] = event.event_id
             except SynapseError as e:
                 results[room_id] = e
@@ -95,6 +101,8 @@ class Announcer:
                     room_id,
                     e.msg,
                 )
+            except defer.CancelledError:
+                raise  # the homeserver shuts down: the rest is not sent
             except Exception:
                 logger.exception("Could not post a notice in %s", room_id)
                 results[room_id] = SynapseError(
@@ -147,11 +155,12 @@ class Announcer:
             call=calls.ready,
         )
         started = await self.send(
-            sender, [(parent, notices.started(event_id, links, how))]
+            parent, sender, [(parent, notices.started(event_id, links, how))]
         )
         parent_link = await self.room_link(parent)
         left = self.seconds_left(ends_at)
         welcomed = await self.send(
+            parent,
             sender,
             [
                 (
@@ -178,10 +187,12 @@ class Announcer:
         return max(0, -(-(ends_at - self._api.get_current_time_msec()) // 1000))
 
     async def to_children(
-        self, sender: str, rooms: Iterable[str], content: dict[str, Any]
+        self, parent: str, sender: str, rooms: Iterable[str], content: dict[str, Any]
     ) -> dict[str, str | SynapseError]:
-        """The same notice in every room of ``rooms``."""
-        return await self.send(sender, [(room_id, content) for room_id in rooms])
+        """The same notice in every room of ``rooms``, children of ``parent``."""
+        return await self.send(
+            parent, sender, [(room_id, content) for room_id in rooms]
+        )
 
     async def ended(
         self,
@@ -198,8 +209,13 @@ class Announcer:
             return {}
         parent_link = await self.room_link(parent)
         results = await self.to_children(
-            sender, rooms, notices.ended_in_child(event_id, parent_link, message)
+            parent,
+            sender,
+            rooms,
+            notices.ended_in_child(event_id, parent_link, message),
         )
         if self.enabled and in_parent:
-            await self.send(sender, [(parent, notices.ended_in_parent(event_id))])
+            await self.send(
+                parent, sender, [(parent, notices.ended_in_parent(event_id))]
+            )
         return results

@@ -1,5 +1,7 @@
 """Sending a parent's break-out event: a new one, an emptied one (the end),
-and withdrawing one a roll back left pointing at deleted rooms."""
+and withdrawing one a roll back left pointing at deleted rooms. Each is a step
+of the pacer in its break-out's lane (pacing.py): thirty moves or ends at once
+send thirty events into thirty large rooms."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from synapse.module_api import EventBase, ModuleApi
 from synapse.module_api.errors import SynapseError
 
 from synapse_breakout.matrix.content import BREAKOUT_STATE, current_breakout
+from synapse_breakout.rooms.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -17,22 +20,24 @@ logger = logging.getLogger(__name__)
 class BreakoutEvents:
     """Sends the parent's break-out events, as a local user."""
 
-    def __init__(self, api: ModuleApi):
+    def __init__(self, api: ModuleApi, pacer: Pacer):
         self._api = api
+        self._pacer = pacer
 
     async def send(
         self, event_type: str, parent: str, sender: str, content: dict[str, Any]
     ) -> EventBase:
         """Send the parent's break-out event of ``event_type``."""
-        return await self._api.create_and_send_event_into_room(
-            {
-                "type": event_type,
-                "room_id": parent,
-                "sender": sender,
-                "state_key": "",
-                "content": content,
-            },
-        )
+        async with self._pacer.step(parent):
+            return await self._api.create_and_send_event_into_room(
+                {
+                    "type": event_type,
+                    "room_id": parent,
+                    "sender": sender,
+                    "state_key": "",
+                    "content": content,
+                },
+            )
 
     async def send_emptied(
         self, event_type: str, parent: str, sender: str

@@ -82,7 +82,9 @@ class Closer:
         Returns:
             The rooms where something failed, with the error.
         """
-        entered, failed_rooms = await self._memberships.enter_all(acting, own, inviter)
+        entered, failed_rooms = await self._memberships.enter_all(
+            parent, acting, own, inviter
+        )
         sent = await self._announcer.ended(
             acting, parent, event_id, entered, message, in_parent=tell_parent
         )
@@ -95,23 +97,23 @@ class Closer:
             # A replacing start's `started` takes the place of this one's in
             # the parent's pins (rooms/pins.py).
             pinned_in = [parent, *entered] if tell_parent else entered
-            await self._pinner.unpin(op_id, acting, pinned_in)
+            await self._pinner.unpin(op_id, parent, acting, pinned_in)
         for room_id in entered:
-            error = await self._empty(acting, room_id, close_rooms)
+            error = await self._empty(parent, acting, room_id, close_rooms)
             if error is not None:
                 failed_rooms.append({"room_id": room_id, **error})
         return failed_rooms
 
     async def _empty(
-        self, acting: str, room_id: str, close_rooms: bool
+        self, parent: str, acting: str, room_id: str, close_rooms: bool
     ) -> ErrorJson | None:
         """Withdraw the pending invitations, or with ``close_rooms`` remove
         every member."""
         try:
             if close_rooms:
-                await self._memberships.remove_members(acting, room_id)
+                await self._memberships.remove_members(parent, acting, room_id)
             else:
-                await self._memberships.withdraw_invitations(acting, room_id)
+                await self._memberships.withdraw_invitations(parent, acting, room_id)
         except SynapseError as e:
             return error_json(e)
         return None

@@ -3,8 +3,9 @@ joined (``place``), a moderator entering a room to act there (``enter``),
 removals, and the withdrawals and removals of an end.
 
 All best effort: a user who cannot be placed or removed is reported, and the
-rest go on (docs/admin_api.md). Many at once give way to other traffic
-(pacing.py).
+rest go on (docs/admin_api.md). Each change is a step of the pacer (pacing.py),
+in the lane of the break-out it is for (its parent room, ``parent``): many at
+once give way to other traffic, and to each other.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from http import HTTPStatus
 
 from synapse.module_api import ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
+from twisted.internet import defer
 
 from synapse_breakout import synapse_adapter
 from synapse_breakout.matrix.errors import ErrorJson, error_json
@@ -36,6 +38,7 @@ class Memberships:
 
     async def place(
         self,
+        parent: str,
         acting: str,
         user: str,
         room_id: str,
@@ -52,24 +55,27 @@ class Memberships:
         put in a room without having accepted anything.
         """
         try:
-            if (
-                mode is PlacementMode.JOIN
-                and self._api.is_mine(user)
-                and joined_to_parent
-            ):
-                if join_rule == JoinRule.INVITE and not invited:
+            async with self._pacer.step(parent):
+                if (
+                    mode is PlacementMode.JOIN
+                    and self._api.is_mine(user)
+                    and joined_to_parent
+                ):
+                    if join_rule == JoinRule.INVITE and not invited:
+                        await synapse_adapter.update_membership(
+                            self._api, acting, user, room_id, "invite"
+                        )
+                    await synapse_adapter.update_membership(
+                        self._api, user, user, room_id, "join"
+                    )
+                elif mode is not PlacementMode.SUGGEST:
                     await synapse_adapter.update_membership(
                         self._api, acting, user, room_id, "invite"
                     )
-                await synapse_adapter.update_membership(
-                    self._api, user, user, room_id, "join"
-                )
-            elif mode is not PlacementMode.SUGGEST:
-                await synapse_adapter.update_membership(
-                    self._api, acting, user, room_id, "invite"
-                )
         except SynapseError as e:
             return error_json(e)
+        except defer.CancelledError:
+            raise  # the homeserver shuts down: nobody more is placed
         except Exception:
             logger.exception("Moving %s into %s failed", user, room_id)
             return error_json(
@@ -81,30 +87,33 @@ class Memberships:
             )
         return None
 
-    async def enter(self, actor: str, room_id: str, inviter: str | None) -> None:
+    async def enter(
+        self, parent: str, actor: str, room_id: str, inviter: str | None
+    ) -> None:
         """Join ``actor`` (a moderator acting as themselves) to a child room
         they are not in, invited by ``inviter`` (the break-out's acting user,
         who made the room) where the room's join rule asks for it."""
         state = await self._api.get_room_state(room_id, [("m.room.member", actor)])
         if membership(actor, state) == "join":
             return
-        try:
+        async with self._pacer.step(parent):
+            try:
+                await synapse_adapter.update_membership(
+                    self._api, actor, actor, room_id, "join"
+                )
+                return
+            except SynapseError:
+                if inviter is None or inviter == actor:
+                    raise
+            await synapse_adapter.update_membership(
+                self._api, inviter, actor, room_id, "invite"
+            )
             await synapse_adapter.update_membership(
                 self._api, actor, actor, room_id, "join"
             )
-            return
-        except SynapseError:
-            if inviter is None or inviter == actor:
-                raise
-        await synapse_adapter.update_membership(
-            self._api, inviter, actor, room_id, "invite"
-        )
-        await synapse_adapter.update_membership(
-            self._api, actor, actor, room_id, "join"
-        )
 
     async def enter_all(
-        self, actor: str, rooms: Iterable[str], inviter: str | None
+        self, parent: str, actor: str, rooms: Iterable[str], inviter: str | None
     ) -> tuple[list[str], list[FailedRoom]]:
         """:meth:`enter` each of ``rooms``; the rooms ``actor`` is in now, in
         order, and the failures."""
@@ -112,7 +121,7 @@ class Memberships:
         failed: list[FailedRoom] = []
         for room_id in rooms:
             try:
-                await self.enter(actor, room_id, inviter)
+                await self.enter(parent, actor, room_id, inviter)
                 entered.append(room_id)
             except SynapseError as e:
                 failed.append({"room_id": room_id, **error_json(e)})
@@ -120,26 +129,26 @@ class Memberships:
 
     # --- out of children ------------------------------------------------------------
 
-    async def remove(self, acting: str, user: str, room_id: str) -> None:
+    async def remove(self, parent: str, acting: str, user: str, room_id: str) -> None:
         """Make ``user`` leave ``room_id`` (kicked, or invite withdrawn)."""
-        await synapse_adapter.update_membership(
-            self._api, acting, user, room_id, "leave"
-        )
+        async with self._pacer.step(parent):
+            await synapse_adapter.update_membership(
+                self._api, acting, user, room_id, "leave"
+            )
 
-    async def remove_members(self, acting: str, room_id: str) -> None:
-        """Remove everyone but ``acting`` from a child room, giving way to
-        other traffic (pacing.py): an end may empty thousands."""
+    async def remove_members(self, parent: str, acting: str, room_id: str) -> None:
+        """Remove everyone but ``acting`` from a child room (an end may empty
+        thousands, one step each)."""
         members = await self._api.get_room_state(room_id, [("m.room.member", None)])
         for (_, user), event in members.items():
             if user != acting and member_event_in_room(event):
-                async with self._pacer.step():
-                    await self.remove(acting, user, room_id)
+                await self.remove(parent, acting, user, room_id)
 
-    async def withdraw_invitations(self, acting: str, room_id: str) -> None:
-        """Withdraw the invitations to a child room that nobody accepted,
-        giving way to other traffic (pacing.py)."""
+    async def withdraw_invitations(
+        self, parent: str, acting: str, room_id: str
+    ) -> None:
+        """Withdraw the invitations to a child room that nobody accepted."""
         members = await self._api.get_room_state(room_id, [("m.room.member", None)])
         for (_, user), event in members.items():
             if event.content.get("membership") == "invite":
-                async with self._pacer.step():
-                    await self.remove(acting, user, room_id)
+                await self.remove(parent, acting, user, room_id)

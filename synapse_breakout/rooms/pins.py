@@ -9,7 +9,8 @@ timer, ``replace``) unpins exactly those, leaving every other pin as it was
 never a failure. Each change reads the list and sends it back changed, as
 clients do; so that no two of the module's own changes of one room's list
 overlap, a replacing start's ``started`` takes the place of the old one in one
-change (the old break-out's end leaves the parent's pins to it).
+change (the old break-out's end leaves the parent's pins to it). Each change
+is a step of the pacer in its break-out's lane (pacing.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from synapse_breakout.matrix.pins import (
     with_pin,
     without_pins,
 )
+from synapse_breakout.rooms.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +39,31 @@ logger = logging.getLogger(__name__)
 class Pinner:
     """Pins and unpins a break-out's notices."""
 
-    def __init__(self, api: ModuleApi, store: OperationStore, pins: PinStore):
+    def __init__(
+        self, api: ModuleApi, store: OperationStore, pins: PinStore, pacer: Pacer
+    ):
         self._api = api
         self._store = store
         self._pins = pins
+        self._pacer = pacer
 
     async def _change(
+        self,
+        parent: str,
+        sender: str,
+        room_id: str,
+        pin: str | None,
+        unpin: Collection[str],
+    ) -> bool:
+        """Unpin ``unpin`` and pin ``pin`` in ``room_id`` (of ``parent``'s
+        break-out) as ``sender``, in one change; whether the room's pins
+        changed (False: nothing to change, or not allowed)."""
+        async with self._pacer.step(parent):
+            return await self._change_now(sender, room_id, pin, unpin)
+
+    async def _change_now(
         self, sender: str, room_id: str, pin: str | None, unpin: Collection[str]
     ) -> bool:
-        """Unpin ``unpin`` and pin ``pin`` in ``room_id`` as ``sender``, in one
-        change; whether the room's pins changed (False: nothing to change, or
-        not allowed)."""
         state = await self._api.get_room_state(room_id, PIN_STATE)
         pins = pinned(state)
         new = without_pins(pins, unpin)
@@ -94,24 +110,27 @@ class Pinner:
         """
         old = (await self._pins.of(replacing)).get(room_id, []) if replacing else []
         try:
-            if not await self._change(sender, room_id, event_id, old):
+            if not await self._change(parent, sender, room_id, event_id, old):
                 return
             if event_id is None:
                 return
             await self._pins.record(op_id, room_id, event_id)
             running = await self._store.get_running(parent)
             if running is None or running.op_id != op_id:
-                await self._change(sender, room_id, None, {event_id})
+                await self._change(parent, sender, room_id, None, {event_id})
         except SynapseError as e:
             logger.warning("Could not pin %s in %s: %s", event_id, room_id, e.msg)
 
-    async def unpin(self, op_id: str, sender: str, rooms: Iterable[str]) -> None:
-        """Unpin what ``op_id``'s start pinned in ``rooms``; best effort."""
+    async def unpin(
+        self, op_id: str, parent: str, sender: str, rooms: Iterable[str]
+    ) -> None:
+        """Unpin what ``op_id``'s start (of ``parent``) pinned in ``rooms``;
+        best effort."""
         pins = await self._pins.of(op_id)
         for room_id in rooms:
             if room_id not in pins:
                 continue
             try:
-                await self._change(sender, room_id, None, set(pins[room_id]))
+                await self._change(parent, sender, room_id, None, set(pins[room_id]))
             except SynapseError as e:
                 logger.warning("Could not unpin in %s: %s", room_id, e.msg)

@@ -1,6 +1,7 @@
 // Starting a break-out, from the form or from a plan: in the background where
-// the API offers it (progress from GET /operations/{id}), otherwise waiting
-// for the answer (docs/console.md).
+// the API offers it, otherwise waiting for the answer. A 202 (wait: false, or a
+// wait: true start not done within 50 s: it goes on) is followed on GET
+// /operations/{id}, its progress shown, to the end (docs/console.md).
 
 import { API, ApiError, enc, request, roomPath, state } from "./api.js";
 import { $ } from "./dom.js";
