@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from harness import ParentRoomTestCase, find_module, module_config
+from synapse.module_api import make_deferred_yieldable
 from tests.unittest import override_config
+from twisted.internet import defer
 
 from synapse_breakout.rooms.console_widget import WIDGET_KEY, WIDGET_TYPE
 
@@ -60,11 +62,22 @@ class ConsoleWidgetTestCase(ParentRoomTestCase):
         self.assertIsNone(self.widget())
 
     def test_an_end_before_the_notices_are_out_leaves_no_widget(self) -> None:
-        # On a busy server a start's notices can take minutes; its end may
-        # come first: the widget must not appear after it.
+        # On a busy server a start's notices can take minutes (they are
+        # paced); its end may come first: the widget must not appear after
+        # it. Here the notices wait until the end is done.
+        announcer = find_module(self.hs).announcer
+        after_start = announcer.after_start
+        end_done: defer.Deferred[None] = defer.Deferred()
+
+        async def slow_notices(*args: Any, **kwargs: Any) -> None:
+            await make_deferred_yieldable(end_done)
+            await after_start(*args, **kwargs)
+
+        announcer.after_start = slow_notices  # type: ignore[method-assign]
         self.start({"rooms": [{"name": "A"}]})
         self.call("DELETE", self.room_path())
-        self.pump(0.2)  # 20 s, in steps: long enough for every notice
+        end_done.callback(None)
+        self.pump(0.1)
         self.assertFalse(self.call("GET", self.room_path())["active"])
         self.assertIsNone(self.widget())
 
