@@ -9,6 +9,8 @@ message's request, as one turn of the reactor).
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -244,6 +246,27 @@ class PacerTestCase(unittest.TestCase):
         done(defer.ensureDeferred(work(10)))  # 0.5 s of the next split
         self.assertTrue(slices, "the next split worked 0.5 s without a look")
         self.assertLessEqual(slices[0], MIN_SLICE_SECONDS + 0.05)
+
+    def test_cpu_of_the_database_threads_is_not_others_at_work(self) -> None:
+        # Synapse's database connections run in threads of their own; what a
+        # client's request waits for is the reactor's thread, the one the
+        # pacer runs on. Counting the others made an ordinary chat look like
+        # a process busy all the time (docs/performance.md).
+        pacer = Pacer(cast(ModuleApi, Ticks()))
+
+        def burn(seconds: float) -> None:
+            until = time.thread_time() + seconds
+            while time.thread_time() < until:
+                pass
+
+        before = pacer._cpu()
+        database = threading.Thread(target=burn, args=(0.05,))
+        database.start()
+        database.join()
+        self.assertFalse(tick_busy(pacer._cpu() - before))
+        before = pacer._cpu()
+        burn(0.05)  # the same on the reactor's thread
+        self.assertTrue(tick_busy(pacer._cpu() - before))
 
     def test_waiting_steps_are_woken_in_turns_and_cost_no_tick(self) -> None:
         # Three break-outs at once, one step at a time (others were busy):
