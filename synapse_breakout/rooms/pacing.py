@@ -42,14 +42,15 @@ tail of the last steps, see :data:`CONTENDED_CPU_SECONDS`):
 
 **The reactor, not the process.** What the ticks measure is the CPU of the
 reactor's thread (:func:`time.thread_time`, read there): Synapse's Python
-(every request, its background work, this pacer) runs on it, and it is what
-a client's request waits for. The process's other threads are its database
-connections; their CPU (the driver turning rows into Python) does not hold
-the reactor. Counted, it kept the pacer holding back beside an ordinary
-chat: thirty starts beside fifteen messages a second took 530 s instead of
-141 s, and the chat's 95th percentile was higher for it, not lower (203 ms
-against 174 ms; docs/performance.md, "Many hosts at once"). In Synapse's
-test harness the database work runs on the reactor's thread too.
+(every request, its background work, this pacer) runs on it, and it is what a
+client's request waits for. The process's other threads are its database
+connections and the jobs Synapse hands to threads (password hashes,
+thumbnails, encoding large answers); their CPU does not hold the reactor.
+Counted, it kept the pacer holding back beside an ordinary chat: thirty starts
+beside fifteen messages a second took 530 s instead of 141 s, and the chat's
+95th percentile was higher for it, not lower (203 ms against 174 ms;
+docs/performance.md, "Many hosts at once"). In Synapse's test harness the
+database work runs on the reactor's thread too.
 
 One step at a time while others are at work is what guards their latency:
 a message then waits behind one step, not eight (with four at once, a
